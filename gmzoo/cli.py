@@ -1,0 +1,161 @@
+"""The ``gmzoo`` command line: ``train``, ``sample``, ``evaluate``, ``list``, ``bench``.
+
+Flags become config dataclasses here, once, at the edge; everything below takes typed configs.
+Bad input is refused with one line before any compute (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+
+from gmzoo.config import ConfigError, ExperimentConfig
+
+
+def load_experiment(spec: str) -> ExperimentConfig:
+    """A model name from ``gmzoo list`` (its default experiment) or a path to an experiment file
+    under ``experiments/`` defining ``get_config() -> ExperimentConfig``."""
+    from gmzoo import zoo
+
+    if spec.endswith(".py") or os.sep in spec:
+        if not os.path.isfile(spec):
+            raise ConfigError(f"experiment file {spec!r} does not exist; pass a model name "
+                              f"({', '.join(sorted(zoo.models()))}) or a path like "
+                              "experiments/vae_mnist5k.py")
+        mod_spec = importlib.util.spec_from_file_location("gmzoo_experiment", spec)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"{spec} defines no get_config() returning an ExperimentConfig")
+        return module.get_config()
+    return zoo.get(spec).default()
+
+
+def _default_workdir(config: ExperimentConfig) -> str:
+    return os.path.join("runs", f"{config.model.name}_{config.data.name}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from gmzoo import config as cfglib
+    from gmzoo import zoo
+    from gmzoo.train.checkpoint import Checkpointer
+    from gmzoo.train.loop import train
+
+    config = load_experiment(args.config)
+    workdir = args.workdir or _default_workdir(config)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if args.resume and os.path.isdir(ckpt_dir):
+        # Continue the saved run: its config, plus only what --set changes.
+        ckpt = Checkpointer(ckpt_dir)
+        try:
+            if ckpt.latest_step() is not None:
+                saved = zoo.experiment_from_dict(ckpt.restore_config())
+                if saved.model.name != config.model.name:
+                    raise ConfigError(f"{workdir} holds a {saved.model.name!r} run, not "
+                                      f"{config.model.name!r}")
+                config = saved
+        finally:
+            ckpt.close()
+    config = cfglib.override(config, args.set or [])
+    train(config, workdir, resume=args.resume, overwrite=args.overwrite)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from gmzoo.train import artifacts
+    from gmzoo.train.loop import load_run, sample_images
+
+    out = args.out or os.path.join(args.workdir, "samples", f"sample_seed{args.seed}.png")
+    if os.path.exists(out) and not args.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite or another --out")
+    if args.n <= 0:
+        raise ConfigError(f"--n={args.n} must be a positive number of samples")
+    run, state = load_run(args.workdir)
+    images = sample_images(run, state.ema_params, args.n, seed=args.seed)
+    artifacts.save_grid(out, images)
+    print(f"{args.n} samples of {run.config.model.name} written to {os.path.abspath(out)}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from gmzoo.train.evaluate import evaluate
+
+    evaluate(args.workdir, overrides=args.set or [])
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from gmzoo import zoo
+    from gmzoo.data import registry
+
+    print("models (gmzoo train NAME):")
+    for name, r in sorted(zoo.models().items()):
+        print(f"  {name:12s} {r.description}")
+    print("data sets (--set data.name=NAME):")
+    for line in registry.list_datasets():
+        print(f"  {line}")
+    print("samplers:")
+    for name, r in sorted(zoo.models().items()):
+        print(f"  {name:12s} ancestral (prior -> decoder), lax-free single pass")
+    print("experiments: the files under experiments/ (gmzoo train experiments/FILE.py)")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    script = os.path.join("benchmarks", "run.py")
+    if not os.path.isfile(script):
+        raise ConfigError("gmzoo bench runs benchmarks/run.py from the root of a gmzoo checkout; "
+                          f"none found under {os.getcwd()}")
+    sys.exit(subprocess.call([sys.executable, script, *args.rest]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gmzoo", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (name or experiment file)")
+    t.add_argument("config", help="a model name from `gmzoo list` or experiments/FILE.py")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=200 (repeatable)")
+    t.add_argument("--workdir", help="where checkpoints, logs and samples go "
+                                     "(default runs/MODEL_DATA)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --workdir")
+    t.add_argument("--overwrite", action="store_true", help="delete --workdir and start over")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="draw a sample grid from a trained run")
+    s.add_argument("--workdir", required=True)
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="PNG path (default WORKDIR/samples/sample_seedS.png)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("evaluate", help="NLL, FD and KID of a trained run, beside baselines")
+    e.add_argument("--workdir", required=True)
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override an eval value, e.g. --set eval.iwae_k=5000")
+    e.set_defaults(func=cmd_evaluate)
+
+    ls = sub.add_parser("list", help="models, data sets and samplers")
+    ls.set_defaults(func=cmd_list)
+
+    b = sub.add_parser("bench", help="run the benchmarks (from a gmzoo checkout)")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for benchmarks/run.py")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from gmzoo.data import registry
+
+    unavailable = getattr(registry, "DatasetUnavailableError", ConfigError)
+    try:
+        args.func(args)
+    except (ConfigError, unavailable) as e:
+        print(f"gmzoo: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

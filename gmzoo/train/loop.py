@@ -1,0 +1,314 @@
+"""The training loop every family shares: ``train(config, workdir)``.
+
+It validates the config against the data before any compute, builds the model from its
+:class:`~gmzoo.zoo.Recipe`, compiles one data-parallel step (``jax.jit`` over a device mesh),
+and runs it with a progress bar, JSONL + TensorBoard metrics, periodic held-out evaluation,
+sample grids, orbax checkpoints (resumable to the bit) and a loss curve at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gmzoo import config as cfglib
+from gmzoo import zoo
+from gmzoo.config import ConfigError, ExperimentConfig
+from gmzoo.data import registry
+from gmzoo.data.pipeline import BatchIterator
+from gmzoo.data.preprocess import DataSpace, make_data_space
+from gmzoo.train import artifacts, parallel
+from gmzoo.train.checkpoint import Checkpointer
+from gmzoo.train.optim import make_optimizer
+from gmzoo.train.state import TrainState
+from gmzoo.train.step import make_train_step, scan_steps
+
+# Keys that may change when a run is resumed (they do not change the numbers).
+RESUMABLE_CHANGES = ("train.steps", "train.progress_bar", "train.log_every", "train.eval_every",
+                     "train.sample_every", "train.keep_checkpoints", "eval.iwae_k",
+                     "eval.num_samples", "eval.batch_size", "eval.max_examples", "data.data_dir")
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or a gradient became NaN or Inf."""
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything built from an experiment config that training, sampling and evaluation share."""
+
+    config: ExperimentConfig
+    recipe: zoo.Recipe
+    module: Any
+    image_shape: tuple[int, int, int]
+    space: DataSpace
+    train_source: Any
+    test_source: Any
+    mesh: Any
+
+    @property
+    def loss_fn(self):
+        return self.recipe.loss(self.config.model, self.module)
+
+
+def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
+    """Validates ``config`` against its data and model, then builds the :class:`Run`.
+
+    Every refusal (bad value, unknown data set, batch larger than the data, image shape the
+    model cannot take, batch not divisible by the devices) happens here, before any compute.
+    """
+    cfglib.validate(config)
+    recipe = zoo.get(config.model.name)
+    d = config.data
+    train_source = registry.load(d.name, "train", data_dir=d.data_dir)
+    test_source = registry.load(d.name, "test", data_dir=d.data_dir)
+    n_train = len(train_source)
+    if config.train.batch_size > n_train:
+        raise ConfigError(f"train.batch_size={config.train.batch_size} is larger than the "
+                          f"{d.name} training split ({n_train} examples); use at most {n_train}")
+    image_shape = tuple(int(s) for s in np.shape(train_source[0]["image"]))
+    recipe.check(config, image_shape)
+    mesh = parallel.data_mesh(devices)
+    parallel.check_batch_divisible(config.train.batch_size, mesh)
+    if config.train.batch_size % jax.process_count():
+        raise ConfigError(f"train.batch_size={config.train.batch_size} must be a multiple of the "
+                          f"number of processes ({jax.process_count()})")
+    num_levels = int(getattr(train_source, "num_levels", 256))
+    space = make_data_space(d, num_levels)
+    module = recipe.build(config.model, image_shape, space.num_levels)
+    return Run(config, recipe, module, image_shape, space, train_source, test_source, mesh)
+
+
+def init_state(run: Run) -> TrainState:
+    """The initial, replicated train state (parameters from ``init`` on a prepared batch)."""
+    key = jax.random.key(run.config.train.seed)
+    init_key, data_key, run_key = jax.random.split(key, 3)
+    example = {"image": jnp.zeros((2, *run.image_shape), jnp.float32),
+               "label": jnp.zeros((2,), jnp.int32)}
+    example = run.space.prepare(example, data_key)
+    variables = run.recipe.init(run.module, init_key, example)
+    variables = dict(variables)
+    params = variables.pop("params")
+    tx = make_optimizer(run.config.optim, run.config.train.steps)
+    state = TrainState.create(params=params, tx=tx, key=run_key, model_state=variables)
+    return parallel.put_replicated(state, run.mesh)
+
+
+def ordered_batches(source: Any, batch_size: int, limit: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """The examples of ``source`` in stored order (evaluation), raw levels as float32."""
+    n = len(source) if not limit else min(limit, len(source))
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        if hasattr(source, "images"):
+            images, labels = source.images[start:stop], source.labels[start:stop]
+        else:
+            items = [source[i] for i in range(start, stop)]
+            images = np.stack([it["image"] for it in items])
+            labels = np.asarray([it["label"] for it in items])
+        yield {"image": np.asarray(images, np.float32), "label": np.asarray(labels, np.int32)}
+
+
+def heldout_metrics(run: Run, params: Any, *, limit: int = 0) -> dict[str, float]:
+    """Mean of the loss metrics over the test split, with a fixed key (deterministic)."""
+    loss_fn = run.loss_fn
+    cfg = run.config
+
+    @jax.jit
+    def metrics_of(params, batch, key):
+        prep_key, loss_key = jax.random.split(key)
+        loss, metrics = loss_fn(params, run.space.prepare_eval(batch, prep_key), loss_key)
+        return {"loss": loss, **metrics}
+
+    key = jax.random.key(cfg.eval.seed)
+    totals: dict[str, float] = {}
+    count = 0
+    for i, batch in enumerate(ordered_batches(run.test_source, cfg.eval.batch_size, limit)):
+        m = jax.device_get(metrics_of(params, batch, jax.random.fold_in(key, i)))
+        b = len(batch["label"])
+        for k, v in m.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * b
+        count += b
+    return {k: v / count for k, v in totals.items()}
+
+
+def sample_images(run: Run, params: Any, n: int, seed: int) -> np.ndarray:
+    """``n`` samples from the model mapped to [0, 1], ``[n, H, W, C]``."""
+    sample = jax.jit(run.recipe.sampler(run.config.model, run.module), static_argnums=2)
+    x = sample(params, jax.random.key(seed), n)
+    return np.asarray(jax.device_get(run.space.to_display(x)))
+
+
+def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other; pick one")
+    if os.path.isdir(workdir) and os.listdir(workdir):
+        if overwrite:
+            if jax.process_index() == 0:
+                shutil.rmtree(workdir)
+        elif not resume:
+            raise ConfigError(f"workdir {workdir} already holds files; pass --resume to continue "
+                              "the run there or --overwrite to delete it and start over")
+    os.makedirs(workdir, exist_ok=True)
+
+
+def _check_resumable(saved: dict, config: ExperimentConfig) -> None:
+    saved_cfg = zoo.experiment_from_dict(saved)
+    changed = cfglib.diff(saved_cfg, config, ignore=RESUMABLE_CHANGES)
+    if changed:
+        desc = "; ".join(f"{k}: saved {cfglib._flatten(saved).get(k)!r}, given "
+                         f"{cfglib._flatten(cfglib.to_dict(config)).get(k)!r}" for k in changed)
+        raise ConfigError(f"cannot resume with a different config ({desc}); only "
+                          f"{', '.join(RESUMABLE_CHANGES)} may change")
+
+
+def _truncate_log(path: str, step: int) -> None:
+    """Drops metrics logged after the checkpoint a resumed run restarts from."""
+    if os.path.exists(path):
+        rows = [r for r in artifacts.read_metrics(path) if r["step"] <= step]
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def train(config: ExperimentConfig, workdir: str, *, resume: bool = False,
+          overwrite: bool = False, devices: list | None = None, verbose: bool = True) -> TrainState:
+    """Trains ``config`` in ``workdir`` and returns the final (replicated) train state."""
+    run = setup(config, devices=devices)
+    workdir = os.path.abspath(workdir)
+    _prepare_workdir(workdir, resume=resume, overwrite=overwrite)
+    tcfg = config.train
+    lead = jax.process_index() == 0
+    say = print if (verbose and lead) else (lambda *a, **k: None)
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tcfg.keep_checkpoints)
+    state = init_state(run)
+    batches = BatchIterator(run.train_source, tcfg.batch_size, seed=tcfg.seed,
+                            process_index=jax.process_index(),
+                            process_count=jax.process_count())
+    step = 0
+    if resume and ckpt.latest_step() is not None:
+        _check_resumable(ckpt.restore_config(), config)
+        state, data_state, _ = ckpt.restore(state)
+        batches.set_state(data_state)
+        step = int(jax.device_get(state.step))
+        if lead:
+            _truncate_log(os.path.join(workdir, "metrics.jsonl"), step)
+        say(f"resumed from step {step} in {ckpt.directory}")
+    config_dict = cfglib.to_dict(config)
+    if lead:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(config_dict, f, indent=2, sort_keys=True)
+
+    tx = make_optimizer(config.optim, tcfg.steps)
+    step_fn = make_train_step(run.loss_fn, tx, ema_decay=config.optim.ema_decay,
+                              prepare=run.space.prepare, compute_dtype=tcfg.compute_dtype,
+                              with_model_state=bool(state.model_state))
+    run_steps = parallel.compile_steps(scan_steps(step_fn), run.mesh)
+    sharding = parallel.batch_sharding(run.mesh)
+    log = artifacts.MetricsLog(workdir, enabled=lead)
+    samples_dir = os.path.join(workdir, "samples")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=tcfg.steps, initial=step, disable=not (lead and tcfg.progress_bar and verbose),
+               dynamic_ncols=True, desc=f"train {config.model.name}")
+    pending: list[tuple[int, Any]] = []  # (first step, stacked metrics) not yet checked
+    last_saved = ckpt.latest_step()
+    t_last, s_last = time.perf_counter(), step
+
+    def flush() -> dict[str, float]:
+        """Fetches pending metrics, stops on a non-finite step, returns their means."""
+        nonlocal pending
+        fetched = jax.device_get([m for _, m in pending])
+        rows = []
+        for (first, _), m in zip(pending, fetched):
+            bad = np.flatnonzero(~np.asarray(m["finite"]))
+            if bad.size:
+                where = (f"the last good checkpoint is step {last_saved} in {ckpt.directory}"
+                         if last_saved is not None else "no checkpoint was written yet")
+                raise NonFiniteError(
+                    f"non-finite loss or gradient at step {first + int(bad[0]) + 1}; training "
+                    f"stopped; {where} (intact). Lower optim.learning_rate or set "
+                    "optim.grad_clip_norm")
+            rows.append({k: np.asarray(v, np.float64) for k, v in m.items() if k != "finite"})
+        pending = []
+        if not rows:
+            return {}
+        return {k: float(np.mean(np.concatenate([np.atleast_1d(r[k]) for r in rows])))
+                for k in rows[0]}
+
+    try:
+        while step < tcfg.steps:
+            k = min(tcfg.steps_per_call, tcfg.steps - step)
+            local = [next(batches) for _ in range(k)]
+            stacked = {name: np.stack([b[name] for b in local]) for name in local[0]}
+            state, metrics = run_steps(state, parallel.put_batch(stacked, sharding))
+            pending.append((step, metrics))
+            step += k
+            bar.update(k)
+            done = step >= tcfg.steps
+
+            def due(every: int) -> bool:
+                return done or (every > 0 and step % every < k)
+
+            if due(tcfg.log_every):
+                means = flush()
+                now = time.perf_counter()
+                means["steps_per_sec"] = (step - s_last) / max(now - t_last, 1e-9)
+                t_last, s_last = now, step
+                log.write(step, "train", means)
+                bar.set_postfix(loss=f"{means['loss']:.4g}", it_s=f"{means['steps_per_sec']:.1f}")
+            if tcfg.eval_every and due(tcfg.eval_every):
+                log.write(step, "eval", heldout_metrics(run, state.ema_params))
+            if tcfg.sample_every and due(tcfg.sample_every) and lead:
+                images = sample_images(run, state.ema_params, 64, seed=config.eval.seed)
+                artifacts.save_grid(os.path.join(samples_dir, f"step_{step:07d}.png"), images)
+            if due(tcfg.checkpoint_every):
+                flush()
+                ckpt.save(step, state, data_state=batches.get_state(), config=config_dict)
+                last_saved = step
+        flush()
+    finally:
+        bar.close()
+        ckpt.close()
+        log.close()
+
+    if lead:
+        curve = artifacts.save_loss_curve(os.path.join(workdir, "metrics.jsonl"),
+                                          os.path.join(workdir, "loss_curve.png"))
+        grids = sorted(os.listdir(samples_dir)) if os.path.isdir(samples_dir) else []
+        say(f"done: {step} steps of {config.model.name} on {config.data.name}\n"
+            f"  checkpoints  {ckpt.directory} (steps {ckpt.all_steps()})\n"
+            f"  metrics      {os.path.join(workdir, 'metrics.jsonl')} and {os.path.join(workdir, 'tensorboard')}\n"
+            f"  samples      {os.path.join(samples_dir, grids[-1]) if grids else '(none)'}\n"
+            f"  loss curve   {curve}\n"
+            f"  next         gmzoo evaluate --workdir {workdir}")
+    return state
+
+
+def load_run(workdir: str, *, step: int | None = None,
+             overrides: list[str] | None = None) -> tuple[Run, TrainState]:
+    """Rebuilds the run saved in ``workdir`` and restores its latest (or given) checkpoint."""
+    ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise ConfigError(f"{workdir} holds no checkpoints; train first with "
+                          f"`gmzoo train MODEL --workdir {workdir}`")
+    ckpt = Checkpointer(ckpt_dir)
+    try:
+        if ckpt.latest_step() is None:
+            raise ConfigError(f"{ckpt_dir} holds no finished checkpoint")
+        config = zoo.experiment_from_dict(ckpt.restore_config(step))
+        if overrides:
+            config = cfglib.override(config, overrides)
+        run = setup(config)
+        state, _, _ = ckpt.restore(init_state(run), step)
+    finally:
+        ckpt.close()
+    return run, state

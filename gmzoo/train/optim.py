@@ -1,0 +1,46 @@
+"""Optimizers and schedules, built in one place as optax chains."""
+
+from __future__ import annotations
+
+import optax
+
+from gmzoo.config import OptimConfig
+
+
+def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Linear warm-up to ``learning_rate``, then constant or cosine decay to 0 at ``total_steps``."""
+    if cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+            decay_steps=max(total_steps, cfg.warmup_steps + 1), end_value=0.0)
+    if cfg.warmup_steps > 0:
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
+             optax.constant_schedule(cfg.learning_rate)], [cfg.warmup_steps])
+    return optax.constant_schedule(cfg.learning_rate)
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """Gradient clipping (global norm) followed by adam / adamw / sgd on the schedule."""
+    lr = make_schedule(cfg, total_steps)
+    if cfg.optimizer == "adam":
+        opt = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
+    elif cfg.optimizer == "adamw":
+        opt = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        opt = optax.sgd(lr, momentum=cfg.b1 or None)
+    else:
+        raise ValueError(f"optim.optimizer={cfg.optimizer!r}; choose adam, adamw or sgd")
+    parts = []
+    if cfg.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+    parts.append(opt)
+    return optax.chain(*parts)
+
+
+def ema_decay_at(decay: float, step):
+    """EMA decay with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``."""
+    import jax.numpy as jnp
+
+    t = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + t) / (10.0 + t))

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     unavailable = getattr(registry, "DatasetUnavailableError", ConfigError)
     try:
         args.func(args)
-    except (ConfigError, unavailable) as e:
+    except (ConfigError, unavailable, ValueError) as e:
         print(f"gmzoo: error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -31,8 +31,8 @@ class Recipe:
         cannot take (wrong data space for its likelihood, image shape), before any compute.
       init: ``init(module, key, batch) -> variables`` (a prepared example batch).
       loss: ``loss(model_cfg, module) -> loss_fn(params, batch, key) -> (loss, metrics)``.
-      sampler: ``sampler(model_cfg, module) -> sample(params, key, n) -> [n, H, W, C]`` in
-        the data space.
+      sampler: ``sampler(model_cfg, module, *, mean) -> sample(params, key, n) -> [n, H, W, C]``
+        in the data space: the likelihood's mean (``mean=True``) or a draw from it.
       log_likelihood: for likelihood models, ``log_likelihood(model_cfg, module, k) ->
         fn(params, x, key) -> [B]`` log p(x) in nats (an estimate or bound; see ``bound``).
       bound: what ``log_likelihood`` computes, e.g. ``"IWAE"`` or ``"exact"``.

@@ -56,26 +56,32 @@ def likelihood_report(run: Run, params: Any, test_x: np.ndarray, train_x: np.nda
                 to_levels(run.space.to_display(train_x)), to_levels(run.space.to_display(test_x)),
                 levels)
             name = "independent per-pixel categorical"
-        out["baselines"] = {f"uniform over {levels} levels": uni, name: ind}
+        out["baselines"] = {f"uniform over {levels} levels": uni._asdict(), name: ind._asdict()}
     return out
 
 
 def sample_quality_report(run: Run, params: Any, test01: np.ndarray, train01: np.ndarray,
                           workdir: str) -> dict:
+    """FD and KID of ``n`` model samples against the training images, beside the same figures
+    for ``n`` held-out real images (n = min(eval.num_samples, test size), so both sides carry
+    the same small-sample bias)."""
     cfg = run.config
     src = run.train_source
-    feature_fn = classifier.load_or_train_feature_net(
+    features, feature_params = classifier.load_or_train_feature_net(
         cfg.data.name, os.path.join(workdir, "feature_net"),
         train_images=np.asarray(src.images), train_labels=np.asarray(src.labels),
-        num_levels=int(src.num_levels))
-    fake01 = sample_images(run, params, cfg.eval.num_samples, seed=cfg.eval.seed + 2)
-    model = sample_quality.fd_and_kid(feature_fn, test01, fake01)
-    reference = sample_quality.fd_and_kid(feature_fn, test01, train01[:cfg.eval.num_samples])
+        num_levels=int(src.num_levels), num_classes=int(src.num_classes))
+    feature_fn = jax.jit(lambda x: features(feature_params, x))
+    n = min(cfg.eval.num_samples, len(test01))
+    fake01 = sample_images(run, params, n, seed=cfg.eval.seed + 2, mean=False)
+    model = sample_quality.fd_and_kid(feature_fn, train01, fake01)
+    reference = sample_quality.fd_and_kid(feature_fn, train01, test01[:n])
     tag = cfg.data.name
-    return {f"FD-{tag}": model["fd"], f"KID-{tag}": model["kid"],
-            f"reference FD-{tag} (held-out real vs train)": reference["fd"],
-            f"reference KID-{tag} (held-out real vs train)": reference["kid"],
-            "num_samples": int(len(fake01)), "num_real": int(len(test01))}
+    return {f"FD-{tag} (samples vs train)": model["fd"],
+            f"FD-{tag} reference (held-out real vs train)": reference["fd"],
+            f"KID-{tag} (samples vs train)": model["kid"],
+            f"KID-{tag} reference (held-out real vs train)": reference["kid"],
+            "num_samples": int(n)}
 
 
 def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool = True) -> dict:

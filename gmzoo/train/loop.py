@@ -139,9 +139,11 @@ def heldout_metrics(run: Run, params: Any, *, limit: int = 0) -> dict[str, float
     return {k: v / count for k, v in totals.items()}
 
 
-def sample_images(run: Run, params: Any, n: int, seed: int) -> np.ndarray:
-    """``n`` samples from the model mapped to [0, 1], ``[n, H, W, C]``."""
-    sample = jax.jit(run.recipe.sampler(run.config.model, run.module), static_argnums=2)
+def sample_images(run: Run, params: Any, n: int, seed: int, *, mean: bool = True) -> np.ndarray:
+    """``n`` samples from the model mapped to [0, 1], ``[n, H, W, C]``: the decoder's mean
+    (``mean=True``, for grids) or draws from the model's likelihood (for sample metrics)."""
+    sample = jax.jit(run.recipe.sampler(run.config.model, run.module, mean=mean),
+                     static_argnums=2)
     x = sample(params, jax.random.key(seed), n)
     return np.asarray(jax.device_get(run.space.to_display(x)))
 

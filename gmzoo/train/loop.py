@@ -32,7 +32,7 @@ from gmzoo.train.state import TrainState
 from gmzoo.train.step import make_train_step, scan_steps
 
 # Keys that may change when a run is resumed (they do not change the numbers).
-RESUMABLE_CHANGES = ("train.steps", "train.progress_bar", "train.log_every", "train.eval_every",
+RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.progress_bar", "train.log_every", "train.eval_every",
                      "train.sample_every", "train.keep_checkpoints", "eval.iwae_k",
                      "eval.num_samples", "eval.batch_size", "eval.max_examples", "data.data_dir")
 
@@ -158,6 +158,12 @@ def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:
         elif not resume:
             raise ConfigError(f"workdir {workdir} already holds files; pass --resume to continue "
                               "the run there or --overwrite to delete it and start over")
+    if jax.process_count() > 1:
+        # Every process must look at the shared workdir (and process 0 empty it) before any
+        # process writes to it, or the others find process 0's files and refuse to start.
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("gmzoo_prepare_workdir")
     os.makedirs(workdir, exist_ok=True)
 
 

@@ -48,7 +48,21 @@ def put_batch(local_batch: dict[str, np.ndarray], sharding: NamedSharding) -> di
 
 
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
-    return jax.device_put(tree, replicated(mesh))
+    """Copies ``tree`` (the same values on every process) to every device of ``mesh``."""
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    # Several processes: device_put cannot target devices of other processes; each process
+    # supplies its (identical) copy. Typed PRNG keys travel as their raw key data.
+    def put(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = jax.make_array_from_process_local_data(
+                sharding, np.asarray(jax.random.key_data(x)))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+    return jax.tree.map(put, tree)
 
 
 def compile_steps(run: Callable, mesh: Mesh) -> Callable:

@@ -188,8 +188,15 @@ def _vae_sampler(m: VAEConfig, module, *, mean: bool = True):
 def _vae_log_likelihood(m: VAEConfig, module, k: int):
     """``fn(params, x, key) -> [B]``: the IWAE bound L_k (a lower bound on log p(x))."""
     bound = _bound_fn(m)
-    return functools.partial(bound, apply_fn=_apply(module), likelihood=m.likelihood, k=k,
-                             chunk=min(k, 100), num_levels=module.num_levels)
+    outputs_per_value = module.num_levels if m.likelihood == "categorical" else 2
+
+    def log_likelihood(params, x, key):
+        # Importance samples per chunk: keep one chunk's decoder output near 2e7 floats.
+        chunk = max(1, min(k, int(2e7 // (x.size * outputs_per_value))))
+        return bound(params, x, key, apply_fn=_apply(module), likelihood=m.likelihood, k=k,
+                     chunk=chunk, num_levels=module.num_levels)
+
+    return log_likelihood
 
 
 # --- defaults -----------------------------------------------------------------------------

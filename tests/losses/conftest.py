@@ -1,0 +1,25 @@
+"""Shared fixtures of the VAE-family loss tests."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+def _numpy_init(model, *init_args, scale: float = 1.0, seed: int = 0):
+    """Params with `model.init(key, *init_args)`'s shapes, drawn in numpy: kernels
+    N(0, scale^2 / fan_in), biases N(0, scale^2 / 100). No compiled initialisers (each costs
+    ~0.5 s of XLA compile on CPU); a large `scale` moves q(z|x) far from the posterior."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), *init_args)
+
+    def draw(leaf):
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 100
+        return jnp.asarray(rng.normal(size=leaf.shape) * scale / np.sqrt(fan_in), jnp.float32)
+
+    return jax.tree.map(draw, shapes)
+
+
+@pytest.fixture(scope="session")
+def numpy_init():
+    return _numpy_init

@@ -94,9 +94,8 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("data sets (--set data.name=NAME):")
     for line in registry.list_datasets():
         print(f"  {line}")
-    print("samplers:")
-    for name, r in sorted(zoo.models().items()):
-        print(f"  {name:12s} ancestral (prior -> decoder), lax-free single pass")
+    print("samplers (gmzoo sample --workdir DIR):")
+    print("  ancestral    prior draw -> decoder (AE, VAE, hierarchical VAE: top layer down)")
     print("experiments: the files under experiments/ (gmzoo train experiments/FILE.py)")
 
 

@@ -77,6 +77,7 @@ class EvalConfig:
     batch_size: int = 100
     max_examples: int = 0  # 0: the whole test split
     seed: int = 1234  # evaluation uses this fixed key
+    feature_net_steps: int = 0  # training steps of the FD/KID classifier; 0: its default per set
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +229,7 @@ _CHOICES = {
 _POSITIVE = ("optim.learning_rate", "train.steps", "train.batch_size", "train.steps_per_call",
              "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
              "eval.iwae_k", "eval.num_samples", "eval.batch_size")
-_NON_NEGATIVE = ("optim.warmup_steps", "optim.grad_clip_norm", "optim.weight_decay",
+_NON_NEGATIVE = ("eval.feature_net_steps", "optim.warmup_steps", "optim.grad_clip_norm", "optim.weight_decay",
                  "train.eval_every", "train.sample_every", "eval.max_examples", "train.seed")
 _UNIT_INTERVAL = ("optim.ema_decay", "optim.b1", "optim.b2")
 

@@ -20,6 +20,10 @@ import numpy as np
 from gmzoo.metrics import baselines, classifier, sample_quality
 from gmzoo.train.loop import Run, heldout_metrics, load_run, ordered_batches, sample_images
 
+# Training examples read for the baselines, the feature net and the FD reference (all of the
+# embedded sets; the first 10,000 of a large TFDS set).
+MAX_TRAIN_EXAMPLES = 10_000
+
 
 def _data_space_split(run: Run, source: Any, limit: int) -> np.ndarray:
     """A split mapped into the model's data space with the fixed evaluation key."""
@@ -67,10 +71,13 @@ def sample_quality_report(run: Run, params: Any, test01: np.ndarray, train01: np
     the same small-sample bias)."""
     cfg = run.config
     src = run.train_source
+    raw = list(ordered_batches(src, 1000, MAX_TRAIN_EXAMPLES))
     features, feature_params = classifier.load_or_train_feature_net(
         cfg.data.name, os.path.join(workdir, "feature_net"),
-        train_images=np.asarray(src.images), train_labels=np.asarray(src.labels),
-        num_levels=int(src.num_levels), num_classes=int(src.num_classes))
+        train_images=np.concatenate([b["image"] for b in raw]).astype(np.uint8),
+        train_labels=np.concatenate([b["label"] for b in raw]),
+        num_levels=int(src.num_levels), num_classes=int(src.num_classes),
+        steps=cfg.eval.feature_net_steps or None)
     feature_fn = jax.jit(lambda x: features(feature_params, x))
     n = min(cfg.eval.num_samples, len(test01))
     fake01 = sample_images(run, params, n, seed=cfg.eval.seed + 2, mean=False)
@@ -93,7 +100,7 @@ def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool 
     step = int(jax.device_get(state.step))
     limit = cfg.eval.max_examples
     test_x = _data_space_split(run, run.test_source, limit)
-    train_x = _data_space_split(run, run.train_source, 0)
+    train_x = _data_space_split(run, run.train_source, MAX_TRAIN_EXAMPLES)
     report: dict[str, Any] = {"model": cfg.model.name, "data": cfg.data.name, "step": step,
                               "heldout": heldout_metrics(run, params, limit=limit)}
     report["likelihood"] = likelihood_report(run, params, test_x, train_x)

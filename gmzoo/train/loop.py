@@ -34,7 +34,8 @@ from gmzoo.train.step import make_train_step, scan_steps
 # Keys that may change when a run is resumed (they do not change the numbers).
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.progress_bar", "train.log_every", "train.eval_every",
                      "train.sample_every", "train.keep_checkpoints", "eval.iwae_k",
-                     "eval.num_samples", "eval.batch_size", "eval.max_examples", "data.data_dir")
+                     "eval.num_samples", "eval.batch_size", "eval.max_examples", "eval.feature_net_steps",
+                     "data.data_dir")
 
 
 class NonFiniteError(RuntimeError):

@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from gmzoo.train.loop import train
 
     config = load_experiment(args.config)
-    workdir = args.workdir or _default_workdir(config)
+    workdir = args.workdir or _default_workdir(cfglib.override(config, args.set or []))
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if args.resume and os.path.isdir(ckpt_dir):
         # Continue the saved run: its config, plus only what --set changes.
@@ -81,6 +81,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from gmzoo.train.evaluate import evaluate
 
+    for item in args.set or []:
+        key = item.split("=", 1)[0].strip()
+        if not (key.startswith("eval.") or key == "data.data_dir"):
+            raise ConfigError(f"evaluate --set takes eval.* keys and data.data_dir, got {key!r} "
+                              "(the model and its training config come from the checkpoint)")
     evaluate(args.workdir, overrides=args.set or [])
 
 
@@ -146,14 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from gmzoo.data import registry
+    from gmzoo.data.tfds_source import DatasetUnavailableError
+    from gmzoo.train.loop import NonFiniteError
 
-    unavailable = getattr(registry, "DatasetUnavailableError", ConfigError)
     try:
         args.func(args)
-    except (ConfigError, unavailable, ValueError) as e:
+    except (ConfigError, DatasetUnavailableError) as e:
         print(f"gmzoo: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteError as e:
+        print(f"gmzoo: stopped: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

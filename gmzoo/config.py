@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from typing import Any
@@ -129,19 +130,22 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             f = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return int(f)
     if annotation is float:
         try:
-            return float(value)
+            f = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return f
     if annotation is str:
         return str(value)
     if origin is tuple:
         if isinstance(value, str):
-            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+            value = [v for v in value.strip().strip("()[]").split(",") if v.strip()]
         elem = args[0] if args else Any
         return tuple(_convert(v, elem, key) for v in value)
     return value
@@ -188,6 +192,9 @@ def override(config: Any, assignments: list[str]) -> Any:
             raise ConfigError(f"--set takes key=value, got {item!r} (e.g. --set train.steps=100)")
         key, value = item.split("=", 1)
         key = key.strip()
+        if key == "model.name":
+            raise ConfigError("model.name cannot be set; pass the model name as the first "
+                              "argument, e.g. `gmzoo train conv_vae`")
         allowed = all_keys(config)
         if key not in allowed:
             raise ConfigError(_unknown_key_message(key, allowed))

@@ -14,6 +14,7 @@ Data spaces and how likelihoods count (bits/dim = NLL in nats / (D ln 2)):
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import jax
@@ -27,17 +28,20 @@ from gmzoo.data import transforms
 class DataSpace:
     """How a run's images are presented to the model."""
 
-    prepare: Callable[[dict, jax.Array], dict]  # training: may draw noise from the key
-    prepare_eval: Callable[[dict, jax.Array], dict]  # evaluation: pass a fixed key
+    prepare: Callable[[dict, jax.Array], dict]  # may draw noise from the key (evaluation
+    # passes a fixed key, so the test split is binarized / dequantized the same way every time)
     to_display: Callable[[jax.Array], jax.Array]  # data space -> [0, 1]
     num_levels: int  # levels of the data space (2 when binarized)
-    discrete: bool  # whether the data space is discrete (bits/dim counts levels)
+    discrete: bool  # False when dequantized: a model of it is a density
+    # With uniform dequantization, -log P(levels) <= -log p(x) + D * dequantization_nats_per_dim
+    # (Jensen; the term is ln L for [0, 1], ln(L / 2) for [-1, 1], 0 for the levels scale).
+    dequantization_nats_per_dim: float = 0.0
 
 
 def make_data_space(cfg: DataConfig, num_levels: int) -> DataSpace:
     """The :class:`DataSpace` for a data config over images with ``num_levels`` levels."""
 
-    def to_model(x: jax.Array, key: jax.Array, *, train: bool) -> jax.Array:
+    def to_model(x: jax.Array, key: jax.Array) -> jax.Array:
         if cfg.binarize == "fixed":
             return transforms.binarize_fixed(transforms.to_unit(x, num_levels))
         if cfg.binarize == "dynamic":
@@ -56,7 +60,7 @@ def make_data_space(cfg: DataConfig, num_levels: int) -> DataSpace:
         return transforms.to_unit(x, num_levels)
 
     def prepare(batch: dict, key: jax.Array) -> dict:
-        return {**batch, "image": to_model(batch["image"], key, train=True)}
+        return {**batch, "image": to_model(batch["image"], key)}
 
     def to_display(x: jax.Array) -> jax.Array:
         if cfg.binarize == "none" and cfg.scale == "symmetric":
@@ -66,6 +70,11 @@ def make_data_space(cfg: DataConfig, num_levels: int) -> DataSpace:
         return jnp.clip(x, 0.0, 1.0)
 
     binarized = cfg.binarize != "none"
-    return DataSpace(prepare=prepare, prepare_eval=prepare, to_display=to_display,
+    offset = 0.0
+    if cfg.dequantize and not binarized:
+        offset = {"unit": math.log(num_levels), "symmetric": math.log(num_levels / 2.0),
+                  "levels": 0.0}[cfg.scale]
+    return DataSpace(prepare=prepare, to_display=to_display,
                      num_levels=2 if binarized else num_levels,
-                     discrete=binarized or not cfg.dequantize)
+                     discrete=binarized or not cfg.dequantize,
+                     dequantization_nats_per_dim=offset)

@@ -12,13 +12,15 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from gmzoo.config import ConfigError, DataConfig, ExperimentConfig, OptimConfig, TrainConfig
 from gmzoo.losses import autoencoder as ae_losses
 from gmzoo.losses import vae as vae_losses
 from gmzoo.models import vae as vae_models
 from gmzoo.samplers import vae as vae_samplers
-from gmzoo.zoo import Recipe
+from gmzoo.recipes.base import Recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +59,7 @@ _LIKELIHOOD_DATA = {
     "bernoulli": "data.binarize=fixed or dynamic",
     "categorical": "data.binarize=none, data.scale=levels, data.dequantize=false",
     "discretized_logistic": "data.binarize=none, data.scale=symmetric, data.dequantize=false",
-    "gaussian": "data.binarize=none and data.scale=symmetric",
+    "gaussian": "data.binarize=none, data.scale=symmetric, data.dequantize=true (a density)",
 }
 
 
@@ -68,7 +70,7 @@ def _likelihood_fits(likelihood: str, d: DataConfig) -> bool:
         return d.binarize == "none" and d.scale == "levels" and not d.dequantize
     if likelihood == "discretized_logistic":
         return d.binarize == "none" and d.scale == "symmetric" and not d.dequantize
-    return d.binarize == "none" and d.scale == "symmetric"
+    return d.binarize == "none" and d.scale == "symmetric" and d.dequantize
 
 
 def _check(config: ExperimentConfig, image_shape: tuple[int, int, int]) -> None:
@@ -107,8 +109,20 @@ def _check(config: ExperimentConfig, image_shape: tuple[int, int, int]) -> None:
 
 
 def _apply(module):
-    """Linen ``apply`` taking the ``"params"`` collection alone (the train state's params)."""
-    return lambda params, *args, **kwargs: module.apply({"params": params}, *args, **kwargs)
+    """Linen ``apply`` taking the ``"params"`` collection alone (the train state's params).
+
+    Floating inputs are cast to the parameters' dtype, so with ``train.compute_dtype=bfloat16``
+    (the step casts the parameters) the network runs in bfloat16 while the loss still compares
+    its outputs with the float32 data.
+    """
+
+    def apply(params, *args, **kwargs):
+        dtype = jax.tree.leaves(params)[0].dtype
+        args = [a.astype(dtype) if isinstance(a, jax.Array | np.ndarray)
+                and jnp.issubdtype(a.dtype, jnp.floating) else a for a in args]
+        return module.apply({"params": params}, *args, **kwargs)
+
+    return apply
 
 
 # --- autoencoders -------------------------------------------------------------------------

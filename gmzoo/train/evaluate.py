@@ -25,21 +25,26 @@ from gmzoo.train.loop import Run, heldout_metrics, load_run, ordered_batches, sa
 MAX_TRAIN_EXAMPLES = 10_000
 
 
-def _data_space_split(run: Run, source: Any, limit: int) -> np.ndarray:
-    """A split mapped into the model's data space with the fixed evaluation key."""
+def _raw_split(source: Any, batch_size: int, limit: int) -> list[dict[str, np.ndarray]]:
+    return list(ordered_batches(source, batch_size, limit))
+
+
+def _data_space(run: Run, raw: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Raw batches mapped into the model's data space, batch i with ``fold_in(eval key, i)``
+    (the same preparation :func:`~gmzoo.train.loop.heldout_metrics` uses)."""
     key = jax.random.key(run.config.eval.seed)
-    prepare = jax.jit(run.space.prepare_eval)
-    out = [np.asarray(prepare(b, jax.random.fold_in(key, i))["image"])
-           for i, b in enumerate(ordered_batches(source, run.config.eval.batch_size, limit))]
-    return np.concatenate(out)
+    prepare = jax.jit(run.space.prepare)
+    return np.concatenate([np.asarray(prepare(b, jax.random.fold_in(key, i))["image"])
+                           for i, b in enumerate(raw)])
 
 
-def likelihood_report(run: Run, params: Any, test_x: np.ndarray, train_x: np.ndarray) -> dict:
-    """NLL of the test split (nats / image and bits/dim) and the baselines of the same split."""
-    cfg = run.config
+def likelihood_report(run: Run, params: Any, test_x: np.ndarray, train_x: np.ndarray,
+                      test_levels: np.ndarray, train_levels: np.ndarray) -> dict:
+    """NLL of the test split (nats / image and bits/dim) and baselines fitted on the training
+    split: on the binarized images when the run binarizes, else on the stored levels."""
+    cfg, space = run.config, run.space
     dims = int(np.prod(run.image_shape))
     out: dict[str, Any] = {"num_dims": dims, "num_test": int(len(test_x))}
-    levels = run.space.num_levels
     if run.recipe.log_likelihood is not None:
         ll_fn = jax.jit(run.recipe.log_likelihood(cfg.model, run.module, cfg.eval.iwae_k))
         key = jax.random.key(cfg.eval.seed + 1)
@@ -47,20 +52,23 @@ def likelihood_report(run: Run, params: Any, test_x: np.ndarray, train_x: np.nda
         lls = [np.asarray(ll_fn(params, test_x[i:i + bs], jax.random.fold_in(key, i)))
                for i in range(0, len(test_x), bs)]
         nll = -float(np.mean(np.concatenate(lls)))
-        out["model"] = {"bound": f"{run.recipe.bound} (k={cfg.eval.iwae_k})", "nll_nats": nll,
-                        "bits_per_dim": nll / (dims * math.log(2))}
-    if run.space.discrete:
-        uni = baselines.uniform_nll(levels, dims)
-        if levels == 2:
-            ind = baselines.independent_bernoulli_nll(train_x, test_x)
-            name = "independent per-pixel Bernoulli"
-        else:
-            to_levels = lambda x: np.rint(np.asarray(x) * (levels - 1)).astype(np.int64)
-            ind = baselines.independent_categorical_nll(
-                to_levels(run.space.to_display(train_x)), to_levels(run.space.to_display(test_x)),
-                levels)
-            name = "independent per-pixel categorical"
-        out["baselines"] = {f"uniform over {levels} levels": uni._asdict(), name: ind._asdict()}
+        bound = f"{run.recipe.bound} (k={cfg.eval.iwae_k})"
+        if not space.discrete:
+            # A density of dequantized data bounds the discrete NLL once the volume of a
+            # dequantization bin is counted (see DataSpace.dequantization_nats_per_dim).
+            nll += dims * space.dequantization_nats_per_dim
+            bound += ", dequantized"
+        out["model"] = {"bound": bound, "nll_nats": nll,
+                        "bits_per_dim": nll / (dims * math.log(2))}  # (see gmzoo.data.transforms)
+    if cfg.data.binarize != "none":
+        levels, train_d, test_d = 2, train_x, test_x
+        name = "independent per-pixel Bernoulli"
+    else:
+        levels, train_d, test_d = int(run.train_source.num_levels), train_levels, test_levels
+        name = "independent per-pixel categorical"
+    out["baselines"] = {
+        f"uniform over {levels} levels": baselines.uniform_nll(levels, dims)._asdict(),
+        name: baselines.independent_categorical_nll(train_d, test_d, levels)._asdict()}
     return out
 
 
@@ -71,7 +79,7 @@ def sample_quality_report(run: Run, params: Any, test01: np.ndarray, train01: np
     the same small-sample bias)."""
     cfg = run.config
     src = run.train_source
-    raw = list(ordered_batches(src, 1000, MAX_TRAIN_EXAMPLES))
+    raw = _raw_split(src, 1000, MAX_TRAIN_EXAMPLES)
     features, feature_params = classifier.load_or_train_feature_net(
         cfg.data.name, os.path.join(workdir, "feature_net"),
         train_images=np.concatenate([b["image"] for b in raw]).astype(np.uint8),
@@ -99,17 +107,24 @@ def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool 
     cfg = run.config
     step = int(jax.device_get(state.step))
     limit = cfg.eval.max_examples
-    test_x = _data_space_split(run, run.test_source, limit)
-    train_x = _data_space_split(run, run.train_source, MAX_TRAIN_EXAMPLES)
+    test_raw = _raw_split(run.test_source, cfg.eval.batch_size, limit)
+    train_raw = _raw_split(run.train_source, cfg.eval.batch_size, MAX_TRAIN_EXAMPLES)
+    test_x, train_x = _data_space(run, test_raw), _data_space(run, train_raw)
+    levels = lambda raw: np.concatenate([b["image"] for b in raw]).astype(np.int64)
     report: dict[str, Any] = {"model": cfg.model.name, "data": cfg.data.name, "step": step,
                               "heldout": heldout_metrics(run, params, limit=limit)}
-    report["likelihood"] = likelihood_report(run, params, test_x, train_x)
+    report["likelihood"] = likelihood_report(run, params, test_x, train_x, levels(test_raw),
+                                             levels(train_raw))
     report["sample_quality"] = sample_quality_report(
         run, params, np.asarray(run.space.to_display(test_x)),
         np.asarray(run.space.to_display(train_x)), workdir)
     out_dir = os.path.join(os.path.abspath(workdir), "eval")
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"step_{step:07d}.json")
+    n = 1
+    while os.path.exists(path):  # never overwrite an earlier evaluation
+        path = os.path.join(out_dir, f"step_{step:07d}_{n}.json")
+        n += 1
     with open(path, "w") as f:
         json.dump(report, f, indent=2)
     if verbose:

@@ -9,11 +9,12 @@ sample grids, orbax checkpoints (resumable to the bit) and a loss curve at the e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,8 @@ from gmzoo.train.optim import make_optimizer
 from gmzoo.train.state import TrainState
 from gmzoo.train.step import make_train_step, scan_steps
 
-# Keys that may change when a run is resumed (they do not change the numbers).
+# Keys that may change when a run is resumed: none changes the numbers of the steps already
+# taken; train.steps extends (or shortens) the run, and with a cosine schedule also its length.
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.progress_bar", "train.log_every", "train.eval_every",
                      "train.sample_every", "train.keep_checkpoints", "eval.iwae_k",
                      "eval.num_samples", "eval.batch_size", "eval.max_examples", "eval.feature_net_steps",
@@ -42,7 +44,7 @@ class NonFiniteError(RuntimeError):
     """The loss or a gradient became NaN or Inf."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Run:
     """Everything built from an experiment config that training, sampling and evaluation share."""
 
@@ -59,6 +61,23 @@ class Run:
     def loss_fn(self):
         return self.recipe.loss(self.config.model, self.module)
 
+    @functools.cached_property
+    def heldout_fn(self) -> Callable:
+        """Compiled ``(params, raw_batch, prep_key, loss_key) -> metrics`` (built once)."""
+        loss_fn, prepare = self.loss_fn, self.space.prepare
+
+        def metrics_of(params, batch, prep_key, loss_key):
+            loss, metrics = loss_fn(params, prepare(batch, prep_key), loss_key)
+            return {"loss": loss, **metrics}
+
+        return jax.jit(metrics_of)
+
+    @functools.lru_cache(maxsize=2)
+    def sample_fn(self, mean: bool) -> Callable:
+        """Compiled ``(params, key, n) -> [n, H, W, C]`` in the data space (built once)."""
+        return jax.jit(self.recipe.sampler(self.config.model, self.module, mean=mean),
+                       static_argnums=2)
+
 
 def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
     """Validates ``config`` against its data and model, then builds the :class:`Run`.
@@ -68,9 +87,22 @@ def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
     """
     cfglib.validate(config)
     recipe = zoo.get(config.model.name)
+    if not isinstance(config.model, recipe.config_cls):
+        raise ConfigError(f"model.name={config.model.name!r} does not match its config "
+                          f"({type(config.model).__name__}); pass the model name as the first "
+                          "argument of `gmzoo train` instead of setting model.name")
+    if jax.process_count() > 1 and (config.train.eval_every or config.train.sample_every):
+        raise ConfigError("periodic evaluation and sample grids run in a single process; with "
+                          f"{jax.process_count()} processes set train.eval_every=0 and "
+                          "train.sample_every=0 (then run `gmzoo evaluate` on the workdir)")
     d = config.data
-    train_source = registry.load(d.name, "train", data_dir=d.data_dir)
-    test_source = registry.load(d.name, "test", data_dir=d.data_dir)
+    try:
+        train_source = registry.load(d.name, "train", data_dir=d.data_dir)
+        test_source = registry.load(d.name, "test", data_dir=d.data_dir)
+    except registry.DatasetUnavailableError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"data.name={d.name!r}: {e}") from None
     n_train = len(train_source)
     if config.train.batch_size > n_train:
         raise ConfigError(f"train.batch_size={config.train.batch_size} is larger than the "
@@ -119,20 +151,16 @@ def ordered_batches(source: Any, batch_size: int, limit: int = 0) -> Iterator[di
 
 def heldout_metrics(run: Run, params: Any, *, limit: int = 0) -> dict[str, float]:
     """Mean of the loss metrics over the test split, with a fixed key (deterministic)."""
-    loss_fn = run.loss_fn
     cfg = run.config
-
-    @jax.jit
-    def metrics_of(params, batch, key):
-        prep_key, loss_key = jax.random.split(key)
-        loss, metrics = loss_fn(params, run.space.prepare_eval(batch, prep_key), loss_key)
-        return {"loss": loss, **metrics}
-
+    # Batch i is prepared (binarized, dequantized) with fold_in(key, i), as in `gmzoo evaluate`,
+    # so held-out ELBO and IWAE figures see the same test data.
     key = jax.random.key(cfg.eval.seed)
+    loss_key = jax.random.fold_in(jax.random.key(cfg.eval.seed), 2**31 - 1)
     totals: dict[str, float] = {}
     count = 0
     for i, batch in enumerate(ordered_batches(run.test_source, cfg.eval.batch_size, limit)):
-        m = jax.device_get(metrics_of(params, batch, jax.random.fold_in(key, i)))
+        m = jax.device_get(run.heldout_fn(params, batch, jax.random.fold_in(key, i),
+                                          jax.random.fold_in(loss_key, i)))
         b = len(batch["label"])
         for k, v in m.items():
             totals[k] = totals.get(k, 0.0) + float(v) * b
@@ -143,17 +171,22 @@ def heldout_metrics(run: Run, params: Any, *, limit: int = 0) -> dict[str, float
 def sample_images(run: Run, params: Any, n: int, seed: int, *, mean: bool = True) -> np.ndarray:
     """``n`` samples from the model mapped to [0, 1], ``[n, H, W, C]``: the decoder's mean
     (``mean=True``, for grids) or draws from the model's likelihood (for sample metrics)."""
-    sample = jax.jit(run.recipe.sampler(run.config.model, run.module, mean=mean),
-                     static_argnums=2)
-    x = sample(params, jax.random.key(seed), n)
+    x = run.sample_fn(mean)(params, jax.random.key(seed), n)
     return np.asarray(jax.device_get(run.space.to_display(x)))
 
 
 def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other; pick one")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(f"workdir {workdir} is a file, not a folder")
     if os.path.isdir(workdir) and os.listdir(workdir):
         if overwrite:
+            is_run = any(os.path.exists(os.path.join(workdir, n))
+                         for n in ("config.json", "checkpoints"))
+            if not is_run:
+                raise ConfigError(f"--overwrite deletes only gmzoo runs, and {workdir} holds "
+                                  "files but no config.json or checkpoints/; pick another --workdir")
             if jax.process_index() == 0:
                 shutil.rmtree(workdir)
         elif not resume:
@@ -210,6 +243,8 @@ def train(config: ExperimentConfig, workdir: str, *, resume: bool = False,
         if lead:
             _truncate_log(os.path.join(workdir, "metrics.jsonl"), step)
         say(f"resumed from step {step} in {ckpt.directory}")
+    elif resume and lead:
+        _truncate_log(os.path.join(workdir, "metrics.jsonl"), 0)  # no checkpoint: start over
     config_dict = cfglib.to_dict(config)
     if lead:
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -267,20 +302,20 @@ def train(config: ExperimentConfig, workdir: str, *, resume: bool = False,
             def due(every: int) -> bool:
                 return done or (every > 0 and step % every < k)
 
-            if due(tcfg.log_every):
+            if due(tcfg.log_every) or due(tcfg.checkpoint_every):
                 means = flush()
                 now = time.perf_counter()
                 means["steps_per_sec"] = (step - s_last) / max(now - t_last, 1e-9)
                 t_last, s_last = now, step
                 log.write(step, "train", means)
-                bar.set_postfix(loss=f"{means['loss']:.4g}", it_s=f"{means['steps_per_sec']:.1f}")
+                if "loss" in means:
+                    bar.set_postfix(loss=f"{means['loss']:.4g}", it_s=f"{means['steps_per_sec']:.1f}")
             if tcfg.eval_every and due(tcfg.eval_every):
                 log.write(step, "eval", heldout_metrics(run, state.ema_params))
             if tcfg.sample_every and due(tcfg.sample_every) and lead:
                 images = sample_images(run, state.ema_params, 64, seed=config.eval.seed)
                 artifacts.save_grid(os.path.join(samples_dir, f"step_{step:07d}.png"), images)
             if due(tcfg.checkpoint_every):
-                flush()
                 ckpt.save(step, state, data_state=batches.get_state(), config=config_dict)
                 last_saved = step
         flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from gmzoo.config import OptimConfig
@@ -38,9 +40,7 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
     return optax.chain(*parts)
 
 
-def ema_decay_at(decay: float, step):
+def ema_decay_at(decay: float, step: jax.typing.ArrayLike) -> jax.Array:
     """EMA decay with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``."""
-    import jax.numpy as jnp
-
     t = jnp.asarray(step, jnp.float32)
     return jnp.minimum(decay, (1.0 + t) / (10.0 + t))

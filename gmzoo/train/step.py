@@ -51,18 +51,22 @@ def make_train_step(
       ema_decay: decay of the parameter EMA (with warm-up, see ``ema_decay_at``); 0 disables it.
       prepare: ``prepare(batch, key) -> batch``: data transforms that need randomness (dynamic
         binarization, dequantization), run inside the compiled step.
-      compute_dtype: dtype of the forward pass (``jnp.bfloat16`` for mixed precision); the
-        parameters, gradients, optimizer state and the loss stay float32.
+      compute_dtype: dtype the parameters are cast to for the forward pass (``jnp.bfloat16``
+        for mixed precision); the stored parameters, gradients, optimizer state, the data and
+        the loss stay float32.
       with_model_state: see ``loss_fn``.
 
-    A step whose loss or gradients are not finite leaves params, EMA and optimizer state as they
-    were and reports ``metrics["finite"] = False``; the loop stops on it.
+    A step whose loss or gradients are not finite leaves params, EMA, optimizer and model state
+    as they were (only ``step`` advances) and reports ``metrics["finite"] = False``; the loop
+    stops on it.
     """
     compute_dtype = jnp.dtype(compute_dtype)
 
     def objective(params, batch, key, model_state):
         if compute_dtype != jnp.float32:
-            params, batch = _cast_floats(params, compute_dtype), _cast_floats(batch, compute_dtype)
+            # Only the parameters: the data keep their exact values (a bfloat16 cast would move
+            # 256-level pixels off their grid); apply functions cast a module's inputs.
+            params = _cast_floats(params, compute_dtype)
         if with_model_state:
             loss, (metrics, new_model_state) = loss_fn(params, batch, key, model_state=model_state)
         else:

@@ -109,3 +109,45 @@ def test_list_names_models_and_data(capsys):
 
 def test_evaluate_without_checkpoints_is_refused(capsys, tmp_path):
     _refused(capsys, ["evaluate", "--workdir", str(tmp_path)], "holds no checkpoints")
+
+
+def test_overwrite_deletes_only_gmzoo_runs(capsys, no_compute, tmp_path):
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("keep me")
+    _refused(capsys, ["train", "vae", "--workdir", str(precious), "--overwrite", *TINY],
+             "--overwrite deletes only gmzoo runs")
+    assert (precious / "thesis.tex").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("setting,fragment", [
+    ("model.name=ae", "model.name cannot be set"),
+    ("train.steps=inf", "expected an integer"),
+    ("optim.learning_rate=nan", "expected a finite number"),
+    ("model.hidden=[64,32]", None),
+])
+def test_edge_values(capsys, no_compute, tmp_path, setting, fragment):
+    from gmzoo import config as cfglib
+    from gmzoo import zoo
+
+    if fragment is None:  # list syntax is accepted for tuples
+        cfg = cfglib.override(zoo.get("vae").default(), [setting])
+        assert cfg.model.hidden == (64, 32)
+        return
+    _refused(capsys, ["train", "vae", "--workdir", str(tmp_path / "w"), "--set", setting], fragment)
+
+
+def test_evaluate_set_takes_only_eval_keys(capsys, tmp_path):
+    _refused(capsys, ["evaluate", "--workdir", str(tmp_path), "--set", "model.latent_dim=3"],
+             "evaluate --set takes eval.* keys")
+
+
+def test_divergence_exits_1_with_one_line(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "vae", "--workdir", str(tmp_path / "w"), *TINY,
+                  "--set", "optim.learning_rate=1e30", "--set", "optim.warmup_steps=0",
+                  "--set", "optim.schedule=constant", "--set", "train.eval_every=0",
+                  "--set", "train.sample_every=0"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gmzoo: stopped: non-finite loss or gradient at step"), err

@@ -1,0 +1,45 @@
+"""What the spine needs to drive one model: the :class:`Recipe` that each family fills in."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+
+from gmzoo.config import ExperimentConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How the spine drives one model.
+
+    Attributes:
+      name: the name used on the command line (``gmzoo train NAME``).
+      description: one line for ``gmzoo list``.
+      config_cls: the model config dataclass (its ``name`` field equals ``name``).
+      default: the default :class:`ExperimentConfig` of ``gmzoo train NAME``.
+      build: ``build(model_cfg, image_shape, num_levels) -> nn.Module``.
+      check: ``check(experiment_cfg, image_shape)``: raise ConfigError for configs the model
+        cannot take (wrong data space for its likelihood, image shape), before any compute.
+      init: ``init(module, key, batch) -> variables`` (a prepared example batch).
+      loss: ``loss(model_cfg, module) -> loss_fn(params, batch, key) -> (loss, metrics)``.
+      sampler: ``sampler(model_cfg, module, *, mean) -> sample(params, key, n) -> [n, H, W, C]``
+        in the data space: the likelihood's mean (``mean=True``) or a draw from it.
+      log_likelihood: for likelihood models, ``log_likelihood(model_cfg, module, k) ->
+        fn(params, x, key) -> [B]`` log p(x) in nats (an estimate or bound; see ``bound``).
+      bound: what ``log_likelihood`` computes, e.g. ``"IWAE"`` or ``"exact"``.
+    """
+
+    name: str
+    description: str
+    config_cls: type
+    default: Callable[[], ExperimentConfig]
+    build: Callable[[Any, tuple[int, int, int], int], nn.Module]
+    check: Callable[[ExperimentConfig, tuple[int, int, int]], None]
+    init: Callable[[nn.Module, jax.Array, dict], Any]
+    loss: Callable[[Any, nn.Module], Callable]
+    sampler: Callable[..., Callable]  # (model_cfg, module, *, mean: bool)
+    log_likelihood: Callable[[Any, nn.Module, int], Callable] | None = None
+    bound: str = ""

@@ -80,15 +80,19 @@ def make_train_step(
         (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params, batch, loss_key, state.model_state)
         grads = _cast_floats(grads, jnp.float32)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        decay = ema_decay_at(ema_decay, state.step)
-        ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
         finite = jnp.isfinite(loss) & _all_finite(grads)
-        updated = state.replace(params=params, ema_params=ema_params, opt_state=opt_state,
-                                model_state=model_state)
-        guarded = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-        new_state = guarded.replace(step=state.step + 1)
+
+        def apply_update(state: TrainState) -> TrainState:
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            decay = ema_decay_at(ema_decay, state.step)
+            ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
+            return state.replace(params=params, ema_params=ema_params, opt_state=opt_state,
+                                 model_state=model_state)
+
+        # One branch runs: a non-finite step costs nothing and leaves the state as it was.
+        new_state = jax.lax.cond(finite, apply_update, lambda s: s, state)
+        new_state = new_state.replace(step=state.step + 1)
         metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
         metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), finite=finite)
         return new_state, metrics

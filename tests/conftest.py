@@ -1,4 +1,4 @@
-"""Shared fixtures of the VAE-family loss tests."""
+"""Fixtures shared by every test folder."""
 
 import jax
 import jax.numpy as jnp

@@ -150,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # every flag after `bench` belongs to benchmarks/run.py
+        args = argparse.Namespace(func=cmd_bench, rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     from gmzoo.data.tfds_source import DatasetUnavailableError
     from gmzoo.train.loop import NonFiniteError
 

@@ -35,7 +35,7 @@ class TrainState:
                model_state: Any = None) -> "TrainState":
         return cls(
             step=jnp.zeros((), jnp.int32),
-            params=params,
+            params=jax.tree.map(jnp.copy, params),  # a donated step must not free the caller's
             ema_params=jax.tree.map(jnp.copy, params),
             opt_state=tx.init(params),
             model_state={} if model_state is None else model_state,

@@ -261,8 +261,11 @@ def train(config: ExperimentConfig, workdir: str, *, resume: bool = False,
 
     from tqdm.auto import tqdm
 
+    import sys
+
     bar = tqdm(total=tcfg.steps, initial=step, disable=not (lead and tcfg.progress_bar and verbose),
-               dynamic_ncols=True, desc=f"train {config.model.name}")
+               dynamic_ncols=True, desc=f"train {config.model.name}",
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)  # a log file gets a line per 10 s
     pending: list[tuple[int, Any]] = []  # (first step, stacked metrics) not yet checked
     last_saved = ckpt.latest_step()
     t_last, s_last = time.perf_counter(), step

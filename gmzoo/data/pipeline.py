@@ -120,11 +120,11 @@ class BatchIterator(Iterator[Batch]):
         b = self.local_batch_size
         rows = global_rows[self.process_index * b : (self.process_index + 1) * b]  # [b]
         self._index += 1
-        batch = _read(self.source, rows)
+        batch = read_rows(self.source, rows)
         return self.transform(batch) if self.transform is not None else batch
 
 
-def _read(source: Source, rows: np.ndarray) -> Batch:
+def read_rows(source: Source, rows: np.ndarray) -> Batch:
     """Items `rows` by random access: image float32 [b, H, W, C], label int32 [b]."""
     get_batch = getattr(source, "get_batch", None)
     if get_batch is not None:
@@ -135,3 +135,10 @@ def _read(source: Source, rows: np.ndarray) -> Batch:
         images = np.stack([item["image"] for item in items])
         labels = np.array([item["label"] for item in items])
     return {"image": images.astype(np.float32), "label": labels.astype(np.int32)}
+
+
+def ordered_batches(source: Source, batch_size: int, limit: int = 0) -> Iterator[Batch]:
+    """The examples of `source` in stored order (evaluation), `limit` of them if > 0."""
+    n = len(source) if not limit else min(limit, len(source))
+    for start in range(0, n, batch_size):
+        yield read_rows(source, np.arange(start, min(start + batch_size, n)))

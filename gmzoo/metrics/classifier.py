@@ -25,6 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from gmzoo.train.state import TrainState, step_key
+from gmzoo.train.step import make_train_step
 from flax import serialization
 from jax.typing import ArrayLike
 
@@ -115,8 +118,8 @@ def _loss(params: Params, images01: jax.Array, labels: jax.Array, num_classes: i
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
 def _init(key: jax.Array, example01: jax.Array, num_classes: int, num_images: int, steps: int,
-          batch_size: int) -> tuple[Params, optax.OptState, jax.Array]:
-    """Initial params, Adam state and the fixed data order: [steps, B] indices, one fresh
+          batch_size: int) -> tuple[Params, jax.Array]:
+    """Initial params and the fixed data order: [steps, B] indices, one fresh
     permutation of the N training images per epoch (epoch e uses fold_in(key, e))."""
     key_init, key_order = jax.random.split(key)
     params = FeatureCNN(num_classes=num_classes).init(key_init, example01)
@@ -124,17 +127,7 @@ def _init(key: jax.Array, example01: jax.Array, num_classes: int, num_images: in
     order = jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key_order, e),
                                                       num_images))(jnp.arange(epochs))
     batches = order.reshape(-1)[: steps * batch_size].reshape(steps, batch_size)  # [S, B]
-    return params, optax.adam(1e-3).init(params), batches
-
-
-@functools.partial(jax.jit, static_argnums=(5,))
-def _train_step(params: Params, opt_state: optax.OptState, images01: jax.Array,
-                labels: jax.Array, idx: jax.Array, num_classes: int,
-                learning_rate: jax.Array) -> tuple[Params, optax.OptState]:
-    """One Adam step on the minibatch images01[idx] (idx [B] into the whole training set)."""
-    grads = jax.grad(_loss)(params, images01[idx], labels[idx], num_classes)
-    updates, opt_state = optax.adam(learning_rate).update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    return params, batches
 
 
 def train_classifier(
@@ -157,15 +150,25 @@ def train_classifier(
     if batch_size > images01.shape[0] or steps < 1:
         raise ValueError(f"train_classifier needs steps >= 1 (got {steps}) and batch_size "
                          f"{batch_size} <= number of images {images01.shape[0]}")
-    # Adam's initial state does not depend on the learning rate.
-    params, opt_state, batches = _init(jax.random.key(seed), images01[:1], num_classes,
-                                       images01.shape[0], steps, batch_size)
-    batches = np.asarray(batches)  # [S, B]: numpy rows avoid an eager gather per step
-    lr = jnp.asarray(learning_rate, jnp.float32)
+    params, batches = _init(jax.random.key(seed), images01[:1], num_classes, images01.shape[0],
+                            steps, batch_size)
+    batches = np.asarray(batches)  # [S, B]
+    images_np, labels_np = np.asarray(images01), np.asarray(labels)
+
+    def loss_fn(params, batch, key):
+        del key  # deterministic objective
+        loss = _loss(params, batch["image"], batch["label"], num_classes)
+        return loss, {}
+
+    tx = optax.adam(learning_rate)
+    # The spine's step; a Python loop over it, not lax.scan: a conv step inside a scan body runs
+    # several times slower on XLA:CPU (see gmzoo.train.step.scan_steps).
+    step = jax.jit(make_train_step(loss_fn, tx, ema_decay=0.0), donate_argnums=0)
+    state = TrainState.create(params=params, tx=tx, key=jax.random.key(seed))
     for i in range(steps):
-        params, opt_state = _train_step(params, opt_state, images01, labels, batches[i],
-                                        num_classes, lr)
-    return params
+        batch = {"image": images_np[batches[i]], "label": labels_np[batches[i]]}
+        state, _ = step(state, batch, step_key(state))
+    return state.params
 
 
 def cache_path(dataset_name: str, cache_dir: str, train_images: np.ndarray,

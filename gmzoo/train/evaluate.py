@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from gmzoo.metrics import baselines, classifier, sample_quality
-from gmzoo.train.loop import Run, heldout_metrics, load_run, ordered_batches, sample_images
+from gmzoo.data.pipeline import ordered_batches
+from gmzoo.train.loop import Run, heldout_metrics, load_run, sample_images
 
 # Training examples read for the baselines, the feature net and the FD reference (all of the
 # embedded sets; the first 10,000 of a large TFDS set).

@@ -24,7 +24,7 @@ from gmzoo import config as cfglib
 from gmzoo import zoo
 from gmzoo.config import ConfigError, ExperimentConfig
 from gmzoo.data import registry
-from gmzoo.data.pipeline import BatchIterator
+from gmzoo.data.pipeline import BatchIterator, ordered_batches
 from gmzoo.data.preprocess import DataSpace, make_data_space
 from gmzoo.train import artifacts, parallel
 from gmzoo.train.checkpoint import Checkpointer
@@ -133,20 +133,6 @@ def init_state(run: Run) -> TrainState:
     tx = make_optimizer(run.config.optim, run.config.train.steps)
     state = TrainState.create(params=params, tx=tx, key=run_key, model_state=variables)
     return parallel.put_replicated(state, run.mesh)
-
-
-def ordered_batches(source: Any, batch_size: int, limit: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """The examples of ``source`` in stored order (evaluation), raw levels as float32."""
-    n = len(source) if not limit else min(limit, len(source))
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        if hasattr(source, "images"):
-            images, labels = source.images[start:stop], source.labels[start:stop]
-        else:
-            items = [source[i] for i in range(start, stop)]
-            images = np.stack([it["image"] for it in items])
-            labels = np.asarray([it["label"] for it in items])
-        yield {"image": np.asarray(images, np.float32), "label": np.asarray(labels, np.int32)}
 
 
 def heldout_metrics(run: Run, params: Any, *, limit: int = 0) -> dict[str, float]:

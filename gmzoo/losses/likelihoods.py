@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import log_ndtr
 from jax.typing import ArrayLike
 
 from gmzoo.nn.heads import DecoderOutput
@@ -78,6 +79,33 @@ def discretized_logistic_log_prob(
     log_p = jnp.where(
         level <= 0, log_cdf_upper, jnp.where(level >= num_levels - 1, log_survival_lower, log_mass)
     )
+    return _sum_per_example(log_p)
+
+
+def discretized_gaussian_log_prob(
+    x: ArrayLike, mean: ArrayLike, log_scale: ArrayLike, *, num_levels: int
+) -> jax.Array:
+    """Discretized Gaussian (Ho et al. 2020, eq. 13: the DDPM decoder p(x_0 | x_1)) over L levels.
+
+    The same bins as :func:`discretized_logistic_log_prob`: level k of the grid 2k/(L-1) - 1 gets
+    the N(mean, scale^2) mass of [x - 1/(L-1), x + 1/(L-1)], the end bins extended to -inf and
+    +inf. The mass Phi(a) - Phi(b) is computed on the side of the mean where it does not cancel
+    (Phi(-b) - Phi(-a) when b > 0), in log space. `[B, H, W, C] -> [B]`.
+    """
+    if num_levels < 2:
+        raise ValueError(f"discretized_gaussian needs num_levels >= 2, got {num_levels}")
+    x, mean, log_scale = jnp.asarray(x), jnp.asarray(mean), jnp.asarray(log_scale)
+    half_bin = 1.0 / (num_levels - 1)
+    inv_scale = jnp.exp(-log_scale)
+    upper = inv_scale * (x - mean + half_bin)
+    lower = inv_scale * (x - mean - half_bin)
+    flip = lower > 0  # both edges above the mean: use the mirrored (lower-tail) edges
+    hi, lo = jnp.where(flip, -lower, upper), jnp.where(flip, -upper, lower)
+    log_hi, log_lo = log_ndtr(hi), log_ndtr(lo)
+    log_mass = log_hi + jnp.log(-jnp.expm1(jnp.minimum(log_lo - log_hi, -1e-30)))
+    level = jnp.round((x + 1.0) / (2.0 * half_bin))
+    log_p = jnp.where(level <= 0, log_ndtr(upper),
+                      jnp.where(level >= num_levels - 1, log_ndtr(-lower), log_mass))
     return _sum_per_example(log_p)
 
 

@@ -63,16 +63,24 @@ def cmd_train(args: argparse.Namespace) -> None:
     train(config, workdir, resume=args.resume, overwrite=args.overwrite)
 
 
+# gmzoo sample flags -> sample.* config keys
+_SAMPLE_FLAGS = ("sampler", "steps", "eta", "guidance", "guide", "class_label", "ode_method",
+                 "corrector_steps", "snr")
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from gmzoo.train import artifacts
     from gmzoo.train.loop import load_run, sample_images
 
-    out = args.out or os.path.join(args.workdir, "samples", f"sample_seed{args.seed}.png")
+    options = [(key, getattr(args, key)) for key in _SAMPLE_FLAGS if getattr(args, key) is not None]
+    tag = "".join(f"_{key}-{value}" for key, value in options)
+    out = args.out or os.path.join(args.workdir, "samples", f"sample{tag}_seed{args.seed}.png")
     if os.path.exists(out) and not args.overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite or another --out")
     if args.n <= 0:
         raise ConfigError(f"--n={args.n} must be a positive number of samples")
-    run, state = load_run(args.workdir)
+    overrides = [f"sample.{key}={value}" for key, value in options]
+    run, state = load_run(args.workdir, overrides=overrides)
     images = sample_images(run, state.ema_params, args.n, seed=args.seed)
     artifacts.save_grid(out, images)
     print(f"{args.n} samples of {run.config.model.name} written to {os.path.abspath(out)}")
@@ -83,8 +91,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     for item in args.set or []:
         key = item.split("=", 1)[0].strip()
-        if not (key.startswith("eval.") or key == "data.data_dir"):
-            raise ConfigError(f"evaluate --set takes eval.* keys and data.data_dir, got {key!r} "
+        if not (key.startswith(("eval.", "sample.")) or key == "data.data_dir"):
+            raise ConfigError(f"evaluate --set takes eval.*, sample.* keys and data.data_dir, got {key!r} "
                               "(the model and its training config come from the checkpoint)")
     evaluate(args.workdir, overrides=args.set or [])
 
@@ -132,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="PNG path (default WORKDIR/samples/sample_seedS.png)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    s.add_argument("--sampler", help="diffusion models: ddpm | ddim | em | rd | pc | ode "
+                                     "(the model's list in `gmzoo list`)")
+    s.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    s.add_argument("--eta", type=float, help="DDIM noise, 0 (deterministic) to 1")
+    s.add_argument("--guidance", type=float, help="guidance weight w")
+    s.add_argument("--guide", choices=("free", "classifier"),
+                   help="classifier-free (conditional models) or classifier guidance")
+    s.add_argument("--class", dest="class_label", type=int, help="class to draw (-1: all in turn)")
+    s.add_argument("--ode-method", dest="ode_method", choices=("euler", "heun", "rk4"))
+    s.add_argument("--corrector-steps", dest="corrector_steps", type=int)
+    s.add_argument("--snr", type=float, help="Langevin corrector signal-to-noise ratio")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="NLL, FD and KID of a trained run, beside baselines")

@@ -79,6 +79,42 @@ class EvalConfig:
     max_examples: int = 0  # 0: the whole test split
     seed: int = 1234  # evaluation uses this fixed key
     feature_net_steps: int = 0  # training steps of the FD/KID classifier; 0: its default per set
+    vlb_timesteps: int = 0  # diffusion bound: 0 sums all T terms, K > 0 a stratified estimate
+    ode_steps: int = 100  # probability-flow ODE likelihood: fixed steps of eval.ode_method
+    ode_method: str = "rk4"
+    trace: str = "hutchinson"  # hutchinson | exact divergence (small images only)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+    """How a model with several samplers draws (``gmzoo sample --sampler ... --steps ...``).
+
+    Attributes:
+      sampler: ``""`` (the model's default) or one the model lists in ``gmzoo list``: ``ddpm``
+        (ancestral), ``ddim``, ``em`` (reverse-SDE Euler-Maruyama), ``rd`` (reverse-diffusion
+        predictor), ``pc`` (predictor-corrector), ``ode`` (probability-flow ODE).
+      steps: sampler steps; 0: the model's default (all T steps for ``ddpm``).
+      eta: DDIM noise (0: deterministic, 1: DDPM-like).
+      guidance: guidance weight w (classifier-free: (1 + w) eps(x, c) - w eps(x); classifier:
+        the scale of grad log p(c | x_t)); 0: none.
+      guide: ``free`` (classifier-free; class-conditional models) or ``classifier`` (models
+        trained with a noise-conditional classifier).
+      class_label: the class to draw; -1: classes 0..K-1 in turn (conditional models).
+      ode_method: ``euler``, ``heun`` or ``rk4`` for the ``ode`` sampler.
+      corrector_steps, snr: Langevin corrector of ``pc`` (Song et al. 2021).
+      clip: clip the predicted x_0 to the data range [-1, 1] (DDPM, DDIM).
+    """
+
+    sampler: str = ""
+    steps: int = 0
+    eta: float = 0.0
+    guidance: float = 0.0
+    guide: str = "free"
+    class_label: int = -1
+    ode_method: str = "rk4"
+    corrector_steps: int = 1
+    snr: float = 0.16
+    clip: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +124,7 @@ class ExperimentConfig:
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    sample: SampleConfig = SampleConfig()
 
 
 class ConfigError(ValueError):
@@ -232,11 +269,16 @@ _CHOICES = {
     "optim.optimizer": ("adam", "adamw", "sgd"),
     "optim.schedule": ("constant", "cosine"),
     "train.compute_dtype": ("float32", "bfloat16"),
+    "sample.guide": ("free", "classifier"),
+    "sample.ode_method": ("euler", "heun", "rk4"),
+    "eval.ode_method": ("euler", "heun", "rk4"),
+    "eval.trace": ("hutchinson", "exact"),
 }
 _POSITIVE = ("optim.learning_rate", "train.steps", "train.batch_size", "train.steps_per_call",
              "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
              "eval.iwae_k", "eval.num_samples", "eval.batch_size")
-_NON_NEGATIVE = ("eval.feature_net_steps", "optim.warmup_steps", "optim.grad_clip_norm", "optim.weight_decay",
+_NON_NEGATIVE = ("sample.steps", "sample.eta", "sample.guidance", "sample.corrector_steps",
+                 "sample.snr", "eval.ode_steps", "eval.vlb_timesteps", "eval.feature_net_steps", "optim.warmup_steps", "optim.grad_clip_norm", "optim.weight_decay",
                  "train.eval_every", "train.sample_every", "eval.max_examples", "train.seed")
 _UNIT_INTERVAL = ("optim.ema_decay", "optim.b1", "optim.b2")
 

@@ -11,13 +11,14 @@ import difflib
 from typing import Any
 
 from gmzoo.config import ConfigError, ExperimentConfig
-from gmzoo.recipes import vae
+from gmzoo.recipes import diffusion, latent, score, vae
 from gmzoo.recipes.base import Recipe
 
 __all__ = ["MODELS", "Recipe", "experiment_from_dict", "get", "model_config_from_dict", "models"]
 
 
-MODELS: dict[str, Recipe] = {r.name: r for r in vae.RECIPES}
+MODELS: dict[str, Recipe] = {r.name: r for r in (*vae.RECIPES, *diffusion.RECIPES,
+                                                 *score.RECIPES, *latent.RECIPES)}
 
 
 def models() -> dict[str, Recipe]:
@@ -43,11 +44,13 @@ def model_config_from_dict(d: dict) -> Any:
 
 
 def experiment_from_dict(d: dict) -> ExperimentConfig:
-    from gmzoo.config import DataConfig, EvalConfig, OptimConfig, TrainConfig, from_dict
+    from gmzoo.config import (DataConfig, EvalConfig, OptimConfig, SampleConfig, TrainConfig,
+                              from_dict)
 
     return ExperimentConfig(
         model=model_config_from_dict(d["model"]),
         data=from_dict(DataConfig, d.get("data", {}), prefix="data."),
         optim=from_dict(OptimConfig, d.get("optim", {}), prefix="optim."),
         train=from_dict(TrainConfig, d.get("train", {}), prefix="train."),
-        eval=from_dict(EvalConfig, d.get("eval", {}), prefix="eval."))
+        eval=from_dict(EvalConfig, d.get("eval", {}), prefix="eval."),
+        sample=from_dict(SampleConfig, d.get("sample", {}), prefix="sample."))

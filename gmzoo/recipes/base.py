@@ -25,11 +25,20 @@ class Recipe:
         cannot take (wrong data space for its likelihood, image shape), before any compute.
       init: ``init(module, key, batch) -> variables`` (a prepared example batch).
       loss: ``loss(model_cfg, module) -> loss_fn(params, batch, key) -> (loss, metrics)``.
-      sampler: ``sampler(model_cfg, module, *, mean) -> sample(params, key, n) -> [n, H, W, C]``
-        in the data space: the likelihood's mean (``mean=True``) or a draw from it.
+      sampler: ``sampler(model_cfg, module, *, mean, sampling) -> sample(params, key, n) ->
+        [n, H, W, C]`` in the data space: the likelihood's mean (``mean=True``) or a draw from
+        it; ``sampling`` is the experiment's :class:`~gmzoo.config.SampleConfig`.
       log_likelihood: for likelihood models, ``log_likelihood(model_cfg, module, k) ->
         fn(params, x, key) -> [B]`` log p(x) in nats (an estimate or bound; see ``bound``).
       bound: what ``log_likelihood`` computes, e.g. ``"IWAE"`` or ``"exact"``.
+      samplers: the ``sample.sampler`` names the model takes, its default first; empty: one
+        sampler and no ``sample.*`` options.
+      check_sampling: ``check_sampling(model_cfg, sampling)``: raise ConfigError for sampler
+        options the model cannot take.
+      likelihoods: for models with several likelihood bounds, ``likelihoods(model_cfg, module,
+        eval_cfg) -> {label: fn(params, x, key) -> [B]}`` log p(x) in nats (reported beside
+        ``log_likelihood``'s).
+      sample_batch: draw samples in batches of this size (0: all at once).
     """
 
     name: str
@@ -40,6 +49,10 @@ class Recipe:
     check: Callable[[ExperimentConfig, tuple[int, int, int]], None]
     init: Callable[[nn.Module, jax.Array, dict], Any]
     loss: Callable[[Any, nn.Module], Callable]
-    sampler: Callable[..., Callable]  # (model_cfg, module, *, mean: bool)
+    sampler: Callable[..., Callable]  # (model_cfg, module, *, mean: bool, sampling)
     log_likelihood: Callable[[Any, nn.Module, int], Callable] | None = None
     bound: str = ""
+    samplers: tuple[str, ...] = ()
+    check_sampling: Callable[[Any, Any], None] | None = None
+    likelihoods: Callable[[Any, nn.Module, Any], dict[str, Callable]] | None = None
+    sample_batch: int = 0

@@ -147,7 +147,7 @@ def _ae_loss(m: AEConfig, module):
     return functools.partial(ae_losses.reconstruction_loss, apply_fn=apply_fn)
 
 
-def _ae_sampler(m: AEConfig, module, *, mean: bool = True):
+def _ae_sampler(m: AEConfig, module, *, mean: bool = True, sampling=None):
     """An autoencoder has no prior: it 'samples' by decoding z ~ N(0, I), which shows what its
     latent space holds there (a regularized AE keeps codes near 0, so this is not noise)."""
     apply_fn = _apply(module)
@@ -189,7 +189,7 @@ def _vae_loss(m: VAEConfig, module):
     return functools.partial(loss, beta=m.beta, **kw)
 
 
-def _vae_sampler(m: VAEConfig, module, *, mean: bool = True):
+def _vae_sampler(m: VAEConfig, module, *, mean: bool = True, sampling=None):
     kw = dict(apply_fn=_apply(module), latent_dim=m.latent_dim, likelihood=m.likelihood,
               num_levels=module.num_levels, mean=mean)
     if m.num_layers >= 2:

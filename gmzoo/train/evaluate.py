@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import os
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from gmzoo.metrics import baselines, classifier, sample_quality
 from gmzoo.data.pipeline import ordered_batches
+from gmzoo import config as cfglib
 from gmzoo.train.loop import Run, heldout_metrics, load_run, sample_images
 
 # Training examples read for the baselines, the feature net and the FD reference (all of the
@@ -46,21 +48,29 @@ def likelihood_report(run: Run, params: Any, test_x: np.ndarray, train_x: np.nda
     cfg, space = run.config, run.space
     dims = int(np.prod(run.image_shape))
     out: dict[str, Any] = {"num_dims": dims, "num_test": int(len(test_x))}
+    estimates = []  # (label, fn(params, x, key) -> [B] log p(x))
     if run.recipe.log_likelihood is not None:
-        ll_fn = jax.jit(run.recipe.log_likelihood(cfg.model, run.module, cfg.eval.iwae_k))
+        estimates.append((f"{run.recipe.bound} (k={cfg.eval.iwae_k})",
+                          run.recipe.log_likelihood(cfg.model, run.module, cfg.eval.iwae_k)))
+    if run.recipe.likelihoods is not None:
+        estimates += list(run.recipe.likelihoods(cfg.model, run.module, cfg.eval).items())
+    models = []
+    for label, fn in estimates:
+        ll_fn = jax.jit(fn)
         key = jax.random.key(cfg.eval.seed + 1)
         bs = cfg.eval.batch_size
         lls = [np.asarray(ll_fn(params, test_x[i:i + bs], jax.random.fold_in(key, i)))
                for i in range(0, len(test_x), bs)]
         nll = -float(np.mean(np.concatenate(lls)))
-        bound = f"{run.recipe.bound} (k={cfg.eval.iwae_k})"
         if not space.discrete:
             # A density of dequantized data bounds the discrete NLL once the volume of a
             # dequantization bin is counted (see DataSpace.dequantization_nats_per_dim).
             nll += dims * space.dequantization_nats_per_dim
-            bound += ", dequantized"
-        out["model"] = {"bound": bound, "nll_nats": nll,
-                        "bits_per_dim": nll / (dims * math.log(2))}  # (see gmzoo.data.transforms)
+            label += ", dequantized"
+        models.append({"bound": label, "nll_nats": nll,
+                       "bits_per_dim": nll / (dims * math.log(2))})  # (see gmzoo.data.transforms)
+    if models:
+        out["model"], out["models"] = models[0], models
     if cfg.data.binarize != "none":
         levels, train_d, test_d = 2, train_x, test_x
         name = "independent per-pixel Bernoulli"
@@ -89,7 +99,9 @@ def sample_quality_report(run: Run, params: Any, test01: np.ndarray, train01: np
         steps=cfg.eval.feature_net_steps or None)
     feature_fn = jax.jit(lambda x: features(feature_params, x))
     n = min(cfg.eval.num_samples, len(test01))
+    start = time.perf_counter()
     fake01 = sample_images(run, params, n, seed=cfg.eval.seed + 2, mean=False)
+    sample_seconds = time.perf_counter() - start
     model = sample_quality.fd_and_kid(feature_fn, train01, fake01)
     reference = sample_quality.fd_and_kid(feature_fn, train01, test01[:n])
     tag = cfg.data.name
@@ -97,7 +109,7 @@ def sample_quality_report(run: Run, params: Any, test01: np.ndarray, train01: np
             f"FD-{tag} reference (held-out real vs train)": reference["fd"],
             f"KID-{tag} (samples vs train)": model["kid"],
             f"KID-{tag} reference (held-out real vs train)": reference["kid"],
-            "num_samples": int(n)}
+            "num_samples": int(n), "sampling seconds (incl. compile)": round(sample_seconds, 2)}
 
 
 def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool = True) -> dict:
@@ -114,6 +126,9 @@ def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool 
     levels = lambda raw: np.concatenate([b["image"] for b in raw]).astype(np.int64)
     report: dict[str, Any] = {"model": cfg.model.name, "data": cfg.data.name, "step": step,
                               "heldout": heldout_metrics(run, params, limit=limit)}
+    if run.recipe.samplers:
+        report["sampler"] = dict(cfglib.to_dict(cfg.sample),
+                                 sampler=cfg.sample.sampler or run.recipe.samplers[0])
     report["likelihood"] = likelihood_report(run, params, test_x, train_x, levels(test_raw),
                                              levels(train_raw))
     report["sample_quality"] = sample_quality_report(
@@ -139,11 +154,13 @@ def format_report(report: dict) -> str:
     lk = report.get("likelihood", {})
     if "model" in lk or "baselines" in lk:
         lines.append(f"  {'test negative log-likelihood':48s} {'nats/image':>11s} {'bits/dim':>9s}")
-        if "model" in lk:
-            m = lk["model"]
+        for m in lk.get("models", [lk["model"]] if "model" in lk else []):
             lines.append(f"  {'model, ' + m['bound']:48s} {m['nll_nats']:11.2f} {m['bits_per_dim']:9.4f}")
         for name, b in lk.get("baselines", {}).items():
             lines.append(f"  {'baseline: ' + name:48s} {b['nats']:11.2f} {b['bits_per_dim']:9.4f}")
+    if "sampler" in report:
+        sm = report["sampler"]
+        lines.append("  sampler: " + ", ".join(f"{k}={v}" for k, v in sm.items()))
     for k, v in report.get("heldout", {}).items():
         lines.append(f"  held-out {k:39s} {v:11.4f}")
     for k, v in report.get("sample_quality", {}).items():

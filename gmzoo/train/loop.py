@@ -37,7 +37,9 @@ from gmzoo.train.step import make_train_step, scan_steps
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.progress_bar", "train.log_every", "train.eval_every",
                      "train.sample_every", "train.keep_checkpoints", "eval.iwae_k",
                      "eval.num_samples", "eval.batch_size", "eval.max_examples", "eval.feature_net_steps",
-                     "data.data_dir")
+                     "data.data_dir", "eval.vlb_timesteps", "eval.ode_steps", "eval.ode_method",
+                     "eval.trace", *(f"sample.{f.name}" for f in
+                                     dataclasses.fields(cfglib.SampleConfig)))
 
 
 class NonFiniteError(RuntimeError):
@@ -75,7 +77,8 @@ class Run:
     @functools.lru_cache(maxsize=2)
     def sample_fn(self, mean: bool) -> Callable:
         """Compiled ``(params, key, n) -> [n, H, W, C]`` in the data space (built once)."""
-        return jax.jit(self.recipe.sampler(self.config.model, self.module, mean=mean),
+        return jax.jit(self.recipe.sampler(self.config.model, self.module, mean=mean,
+                                           sampling=self.config.sample),
                        static_argnums=2)
 
 
@@ -108,7 +111,14 @@ def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
         raise ConfigError(f"train.batch_size={config.train.batch_size} is larger than the "
                           f"{d.name} training split ({n_train} examples); use at most {n_train}")
     image_shape = tuple(int(s) for s in np.shape(train_source[0]["image"]))
+    num_classes = getattr(config.model, "num_classes", 0)
+    uses_labels = getattr(config.model, "conditional", False) or getattr(config.model, "classifier", False)
+    if uses_labels and num_classes != train_source.num_classes:
+        raise ConfigError(f"model.num_classes={num_classes} but {d.name} has "
+                          f"{train_source.num_classes} classes; set model.num_classes="
+                          f"{train_source.num_classes}")
     recipe.check(config, image_shape)
+    check_sampling(recipe, config)
     mesh = parallel.data_mesh(devices)
     parallel.check_batch_divisible(config.train.batch_size, mesh)
     if config.train.batch_size % jax.process_count():
@@ -118,6 +128,22 @@ def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
     space = make_data_space(d, num_levels)
     module = recipe.build(config.model, image_shape, space.num_levels)
     return Run(config, recipe, module, image_shape, space, train_source, test_source, mesh)
+
+
+def check_sampling(recipe: zoo.Recipe, config: ExperimentConfig) -> None:
+    """Refuses ``sample.*`` options the model cannot take (before any compute)."""
+    changed = cfglib.diff(config.sample, cfglib.SampleConfig())
+    if not recipe.samplers:
+        if changed:
+            raise ConfigError(f"model {recipe.name} has one sampler and no sampler options; "
+                              f"sample.{', sample.'.join(changed)} apply to diffusion models")
+        return
+    name = config.sample.sampler
+    if name and name not in recipe.samplers:
+        raise ConfigError(f"sample.sampler={name!r}: model {recipe.name} takes "
+                          f"{', '.join(recipe.samplers)}")
+    if recipe.check_sampling is not None:
+        recipe.check_sampling(config.model, config.sample)
 
 
 def init_state(run: Run) -> TrainState:
@@ -157,8 +183,14 @@ def heldout_metrics(run: Run, params: Any, *, limit: int = 0) -> dict[str, float
 def sample_images(run: Run, params: Any, n: int, seed: int, *, mean: bool = True) -> np.ndarray:
     """``n`` samples from the model mapped to [0, 1], ``[n, H, W, C]``: the decoder's mean
     (``mean=True``, for grids) or draws from the model's likelihood (for sample metrics)."""
-    x = run.sample_fn(mean)(params, jax.random.key(seed), n)
-    return np.asarray(jax.device_get(run.space.to_display(x)))
+    key, chunk = jax.random.key(seed), run.recipe.sample_batch
+    if not chunk or n <= chunk:
+        x = run.sample_fn(mean)(params, key, n)
+        return np.asarray(jax.device_get(run.space.to_display(x)))
+    # Equal chunks (one compiled sampler), chunk i drawn with fold_in(key, i).
+    parts = [run.sample_fn(mean)(params, jax.random.fold_in(key, i), chunk)
+             for i in range(-(-n // chunk))]
+    return np.asarray(jax.device_get(run.space.to_display(jnp.concatenate(parts)[:n])))
 
 
 def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:

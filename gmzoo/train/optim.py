@@ -22,8 +22,21 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.constant_schedule(cfg.learning_rate)
 
 
+# Top-level parameter collection the optimizer never changes: pretrained weights a model uses
+# (e.g. the autoencoder of latent diffusion). They are saved, restored and averaged like the rest.
+FROZEN = "frozen"
+
+
+def _labels(params):
+    if not isinstance(params, dict):
+        return jax.tree.map(lambda _: "train", params)
+    return {k: jax.tree.map(lambda _: FROZEN if k == FROZEN else "train", v)
+            for k, v in params.items()}
+
+
 def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Gradient clipping (global norm) followed by adam / adamw / sgd on the schedule."""
+    """Gradient clipping (global norm) followed by adam / adamw / sgd on the schedule, for every
+    parameter outside ``params["frozen"]`` (which gets zero updates)."""
     lr = make_schedule(cfg, total_steps)
     if cfg.optimizer == "adam":
         opt = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
@@ -37,7 +50,8 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
     if cfg.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
     parts.append(opt)
-    return optax.chain(*parts)
+    return optax.multi_transform({"train": optax.chain(*parts), FROZEN: optax.set_to_zero()},
+                                 _labels)
 
 
 def ema_decay_at(decay: float, step: jax.typing.ArrayLike) -> jax.Array:

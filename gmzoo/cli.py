@@ -80,6 +80,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.n <= 0:
         raise ConfigError(f"--n={args.n} must be a positive number of samples")
     overrides = [f"sample.{key}={value}" for key, value in options]
+    if args.sampler is not None and args.steps is None:
+        overrides.append("sample.steps=0")  # another sampler: its own default step count
     run, state = load_run(args.workdir, overrides=overrides)
     images = sample_images(run, state.ema_params, args.n, seed=args.seed)
     artifacts.save_grid(out, images)
@@ -94,6 +96,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if not (key.startswith(("eval.", "sample.")) or key == "data.data_dir"):
             raise ConfigError(f"evaluate --set takes eval.*, sample.* keys and data.data_dir, got {key!r} "
                               "(the model and its training config come from the checkpoint)")
+    if args.sweep:
+        from gmzoo.train.evaluate import sampler_sweep
+
+        sampler_sweep(args.workdir, args.sweep, overrides=args.set or [])
+        return
     evaluate(args.workdir, overrides=args.set or [])
 
 
@@ -109,6 +116,15 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"  {line}")
     print("samplers (gmzoo sample --workdir DIR):")
     print("  ancestral    prior draw -> decoder (AE, VAE, hierarchical VAE: top layer down)")
+    print("  diffusion models: --sampler NAME [--steps N] [--eta E] [--guidance W --guide "
+          "free|classifier] [--class C]")
+    for name, text in (("ddpm", "ancestral, all T steps (Ho et al. 2020)"),
+                       ("ddim", "DDIM, any number of steps, --eta 0..1 (Song et al. 2021)"),
+                       ("em", "reverse-SDE Euler-Maruyama"), ("rd", "reverse-diffusion predictor"),
+                       ("pc", "predictor-corrector: reverse diffusion + Langevin (--snr)"),
+                       ("ode", "probability-flow ODE, --ode-method euler|heun|rk4")):
+        users = [m for m, r in sorted(zoo.models().items()) if name in r.samplers]
+        print(f"  {name:12s} {text}; {', '.join(users)}")
     print("experiments: the files under experiments/ (gmzoo train experiments/FILE.py)")
 
 
@@ -157,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workdir", required=True)
     e.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override an eval value, e.g. --set eval.iwae_k=5000")
+    e.add_argument("--sweep", nargs="+", metavar="SAMPLER[:STEPS][,KEY=VALUE]",
+                   help="diffusion models: FD/KID under each sampler setting instead of the full "
+                        "report, e.g. --sweep ddpm ddim:10 ddim:50 pc:500 ode:100,ode_method=heun")
     e.set_defaults(func=cmd_evaluate)
 
     ls = sub.add_parser("list", help="models, data sets and samplers")

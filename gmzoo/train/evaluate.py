@@ -9,6 +9,7 @@ number from a bad one. The classifier behind FD/KID is trained by gmzoo on the r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -21,7 +22,8 @@ import numpy as np
 from gmzoo.metrics import baselines, classifier, sample_quality
 from gmzoo.data.pipeline import ordered_batches
 from gmzoo import config as cfglib
-from gmzoo.train.loop import Run, heldout_metrics, load_run, sample_images
+from gmzoo.config import ConfigError
+from gmzoo.train.loop import Run, heldout_metrics, load_run, sample_images, setup
 
 # Training examples read for the baselines, the feature net and the FD reference (all of the
 # embedded sets; the first 10,000 of a large TFDS set).
@@ -134,19 +136,67 @@ def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool 
     report["sample_quality"] = sample_quality_report(
         run, params, np.asarray(run.space.to_display(test_x)),
         np.asarray(run.space.to_display(train_x)), workdir)
-    out_dir = os.path.join(os.path.abspath(workdir), "eval")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"step_{step:07d}.json")
-    n = 1
-    while os.path.exists(path):  # never overwrite an earlier evaluation
-        path = os.path.join(out_dir, f"step_{step:07d}_{n}.json")
-        n += 1
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
+    path = _write_new(os.path.join(os.path.abspath(workdir), "eval"), f"step_{step:07d}", report)
     if verbose:
         print(format_report(report))
         print(f"written to {path}")
     return report
+
+
+def parse_sweep_spec(spec: str) -> list[str]:
+    """``"ddim:50,eta=0.5"`` -> ``["sample.sampler=ddim", "sample.steps=50", "sample.eta=0.5"]``."""
+    head, *rest = [p.strip() for p in spec.split(",") if p.strip()] or [""]
+    name, _, steps = head.partition(":")
+    if not name or "=" in name:
+        raise ConfigError(f"--sweep {spec!r}: expected SAMPLER[:STEPS][,key=value...], "
+                          "e.g. ddim:50 or pc:500,snr=0.1")
+    out = [f"sample.sampler={name}", f"sample.steps={steps or 0}"]
+    for item in rest:
+        if "=" not in item:
+            raise ConfigError(f"--sweep {spec!r}: {item!r} is not key=value (a sample.* key)")
+        out.append(f"sample.{item}")
+    return out
+
+
+def _write_new(out_dir: str, stem: str, payload: Any) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    path, n = os.path.join(out_dir, f"{stem}.json"), 1
+    while os.path.exists(path):  # never overwrite an earlier evaluation
+        path = os.path.join(out_dir, f"{stem}_{n}.json")
+        n += 1
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    return path
+
+
+def sampler_sweep(workdir: str, specs: list[str], *, overrides: list[str] | None = None,
+                  verbose: bool = True) -> list[dict]:
+    """FD / KID (and sampling time) of one checkpoint under several samplers: each spec is
+    ``SAMPLER[:STEPS][,key=value...]`` (sample.* keys). Writes ``eval/sweep_step_<N>.json``."""
+    settings = [parse_sweep_spec(s) for s in specs]
+    run, state = load_run(workdir, overrides=overrides)
+    for setting in settings:  # refuse a bad spec before any sampling
+        setup(cfglib.override(run.config, setting))
+    cfg = run.config
+    test_x = _data_space(run, _raw_split(run.test_source, cfg.eval.batch_size, cfg.eval.max_examples))
+    train_x = _data_space(run, _raw_split(run.train_source, cfg.eval.batch_size, MAX_TRAIN_EXAMPLES))
+    test01, train01 = (np.asarray(run.space.to_display(a)) for a in (test_x, train_x))
+    rows = []
+    for spec, setting in zip(specs, settings):
+        r = dataclasses.replace(run, config=cfglib.override(run.config, setting))
+        q = sample_quality_report(r, state.ema_params, test01, train01, workdir)
+        rows.append({"sampler": spec, **q})
+        if verbose:
+            fd = next(v for k, v in q.items() if k.startswith("FD-") and "reference" not in k)
+            kid = next(v for k, v in q.items() if k.startswith("KID-") and "reference" not in k)
+            print(f"  {spec:28s} FD {fd:9.3f}  KID {kid:9.3f}  "
+                  f"{q['sampling seconds (incl. compile)']:8.1f} s", flush=True)
+    step = int(jax.device_get(state.step))
+    path = _write_new(os.path.join(os.path.abspath(workdir), "eval"), f"sweep_step_{step:07d}",
+                      {"model": cfg.model.name, "data": cfg.data.name, "step": step, "rows": rows})
+    if verbose:
+        print(f"written to {path}")
+    return rows
 
 
 def format_report(report: dict) -> str:

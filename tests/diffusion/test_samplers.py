@@ -127,3 +127,18 @@ def test_parameterisations_round_trip(prediction):
     e, x = eps_and_x0(prediction, out, x_t, alpha, sigma)
     np.testing.assert_allclose(e, eps, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(x, x0, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("T,tol", [(1000, 2e-3), (100, 2e-2)])
+def test_linear_schedule_is_the_vp_sde_discretised(T, tol):
+    """The SDE solvers run a DDPM network through VPSDE(0.1, 20) with step i at t = (i+1)/T: the
+    marginal coefficients agree to O(1/T)."""
+    from gmzoo.diffusion.sde import VPSDE
+
+    s, sde = schedules.linear(T), VPSDE(beta_min=0.1, beta_max=20.0)
+    alpha, sigma = sde.marginal_coeffs(jnp.arange(1, T + 1) / T)
+    np.testing.assert_allclose(np.sqrt(s.alphas_cumprod), alpha, atol=tol)
+    np.testing.assert_allclose(np.sqrt(1 - s.alphas_cumprod), sigma, atol=tol)
+    with pytest.raises(AssertionError):  # off by one step is visibly wrong at T = 100
+        np.testing.assert_allclose(np.sqrt(schedules.linear(100).alphas_cumprod),
+                                   VPSDE().marginal_coeffs(jnp.arange(0, 100) / 100)[0], atol=2e-3)

@@ -49,7 +49,8 @@ def hutchinson_divergence(fn, x: jax.Array, probe: jax.Array) -> tuple[jax.Array
 def ode_log_likelihood(sde: SDE, score_fn: ScoreFn, x: jax.Array, key: jax.Array | None = None, *,
                        num_steps: int = 100, method: str = "rk4", trace: str = "hutchinson",
                        probe: str = "rademacher", eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
-    """log p_eps(x) in nats, `[B]`, by the formula above, and the prior-space point z = x_T `[B, ...]`.
+    """log p_eps(x) in nats, `[B]`, by the formula above, and the prior-space point z = x_T
+    `[B, ...]`.
 
     `num_steps` fixed steps of `method` from t = eps to T; `trace` "exact" (needs no key) or
     "hutchinson" with a `probe` ("rademacher" or "gaussian") drawn from `key`.
@@ -70,7 +71,9 @@ def ode_log_likelihood(sde: SDE, score_fn: ScoreFn, x: jax.Array, key: jax.Array
     def dynamics(state, t):
         y, _ = state
         drift = lambda z: flow.sde(z, t)[0]
-        return exact_divergence(drift, y) if trace == "exact" else hutchinson_divergence(drift, y, v)
+        if trace == "exact":
+            return exact_divergence(drift, y)
+        return hutchinson_divergence(drift, y, v)
 
     ts = jnp.linspace(eps, sde.T, num_steps + 1, dtype=x.dtype)
     z, delta_logp = odeint(dynamics, (x, jnp.zeros(x.shape[:1], x.dtype)), ts, method)

@@ -65,7 +65,9 @@ class SDE(Protocol):
     def marginal(self, x0: jax.Array, t: ArrayLike) -> tuple[jax.Array, jax.Array]: ...
     def prior_sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array: ...
     def prior_logp(self, z: jax.Array) -> jax.Array: ...
-    def discretize(self, x: jax.Array, t: ArrayLike, dt: ArrayLike) -> tuple[jax.Array, jax.Array]: ...
+    def discretize(self, x: jax.Array, t: ArrayLike,
+                   dt: ArrayLike) -> tuple[jax.Array, jax.Array]: ...
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE: ...
 
 
 class _LinearSDE:
@@ -188,8 +190,8 @@ class SubVPSDE(_LinearSDE):
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class VESDE(_LinearSDE):
-    """Variance exploding SDE, dx = sqrt(d sigma^2(t) / dt) dw (Section 3.4): the continuous limit of
-    NCSN's noise levels. Prior N(0, sigma_max^2 I)."""
+    """Variance exploding SDE, dx = sqrt(d sigma^2(t) / dt) dw (Section 3.4): the continuous
+    limit of NCSN's noise levels. Prior N(0, sigma_max^2 I)."""
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0

@@ -57,7 +57,8 @@ def euler_maruyama_step(sde: SDE, score_fn: ScoreFn, key: jax.Array, x: jax.Arra
     Returns `(x, x_mean)`."""
     drift, diffusion = sde.reverse(score_fn).sde(x, t)
     x_mean = x - drift * dt
-    return x_mean + _bcast(diffusion, x) * jnp.sqrt(dt) * jax.random.normal(key, x.shape, x.dtype), x_mean
+    noise = jax.random.normal(key, x.shape, x.dtype)
+    return x_mean + _bcast(diffusion, x) * jnp.sqrt(dt) * noise, x_mean
 
 
 def reverse_diffusion_step(sde: SDE, score_fn: ScoreFn, key: jax.Array, x: jax.Array,
@@ -69,7 +70,8 @@ def reverse_diffusion_step(sde: SDE, score_fn: ScoreFn, key: jax.Array, x: jax.A
     return x_mean + _bcast(G, x) * jax.random.normal(key, x.shape, x.dtype), x_mean
 
 
-_PREDICTOR_STEPS = {"reverse_diffusion": reverse_diffusion_step, "euler_maruyama": euler_maruyama_step}
+_PREDICTOR_STEPS = {"reverse_diffusion": reverse_diffusion_step,
+                    "euler_maruyama": euler_maruyama_step}
 
 
 def euler_maruyama(sde: SDE, score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, ts: jax.Array, *,
@@ -96,10 +98,12 @@ def reverse_diffusion(sde: SDE, score_fn: ScoreFn, key: jax.Array, x_T: jax.Arra
 
 
 def langevin_corrector_step(score_fn: ScoreFn, key: jax.Array, x: jax.Array, t: jax.Array, *,
-                            snr: float, alpha: jax.Array | float = 1.0) -> tuple[jax.Array, jax.Array]:
+                            snr: float,
+                            alpha: jax.Array | float = 1.0) -> tuple[jax.Array, jax.Array]:
     """One Langevin MCMC step at fixed t (Algorithms 4-5 of Song et al. 2021):
 
-        eps = 2 alpha (snr ||z|| / ||score||)^2,   x_mean = x + eps score,   x = x_mean + sqrt(2 eps) z
+        eps = 2 alpha (snr ||z|| / ||score||)^2,   x_mean = x + eps score,
+        x = x_mean + sqrt(2 eps) z
 
     with the norms averaged over the batch (as score_sde does) and alpha = 1 - beta_i for VP-type
     SDEs, 1 for VE. Returns `(x, x_mean)`.
@@ -114,9 +118,11 @@ def langevin_corrector_step(score_fn: ScoreFn, key: jax.Array, x: jax.Array, t: 
 
 
 def _langevin_alpha(sde: SDE, t: jax.Array, dt: jax.Array) -> jax.Array:
-    """1 - beta_i = (alpha(t) / alpha(t - dt))^2 for VP-type SDEs (score_sde's `sde.alphas`), else 1."""
+    """1 - beta_i = (alpha(t) / alpha(t - dt))^2 for VP-type SDEs (score_sde's `sde.alphas`),
+    else 1."""
     if isinstance(sde, (VPSDE, SubVPSDE)):
-        return jnp.square(sde.marginal_coeffs(t)[0] / sde.marginal_coeffs(jnp.maximum(t - dt, 0.0))[0])
+        alpha_prev = sde.marginal_coeffs(jnp.maximum(t - dt, 0.0))[0]
+        return jnp.square(sde.marginal_coeffs(t)[0] / alpha_prev)
     return jnp.ones_like(t)
 
 
@@ -187,4 +193,5 @@ def ode_sample(sde: SDE, score_fn: ScoreFn, x_T: jax.Array, ts: jax.Array, *, me
     """Integrate the probability flow ODE dx/dt = f - 1/2 g^2 score (eq. 13) along `ts` (from T
     down to eps) with `odeint`; returns x_0 `[B, ...]`. Deterministic: no key."""
     flow = sde.reverse(score_fn, probability_flow=True)
-    return odeint(lambda x, t: flow.sde(x, t)[0], x_T, ts, method, return_trajectory=return_trajectory)
+    return odeint(lambda x, t: flow.sde(x, t)[0], x_T, ts, method,
+                  return_trajectory=return_trajectory)

@@ -1,6 +1,6 @@
 """Continuous-time denoising score matching (Song et al. 2021, eq. 7).
 
-    L(theta) = E_t E_{x_0} E_{x_t | x_0} [ lambda(t) || s_theta(x_t, t) - grad log p_0t(x_t | x_0) ||^2 ],
+    L(theta) = E_t E_{x_0} E_{x_t|x_0} [lambda(t) || s_theta(x_t, t) - grad log p_0t(x_t|x_0) ||^2],
 
 t ~ U(eps, T), x_t = alpha(t) x_0 + sigma(t) z, grad log p_0t(x_t | x_0) = -z / sigma(t), with the
 SDEs of :mod:`gmzoo.diffusion.sde`. Two weightings:

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from vae_step import timed  # same timing helper (this folder is on sys.path when run as a script)
+from vae_step import time_torch_steps, timed, torch_adam  # same timing helper (this folder is on sys.path when run as a script)
 
 # The fields of gmzoo.nn.unet.SmallUNet / MediumUNet (run_jax checks they agree), written out so
 # that the torch process never imports jax.
@@ -244,12 +244,7 @@ def run_torch(args, batches: np.ndarray) -> dict:
     torch.manual_seed(0)
     _, _, height, _, channels = batches.shape
     model = torch_unet(args.size, channels, height)
-    params = list(model.parameters())
-    ema = [p.detach().clone() for p in params]
-    try:
-        opt = torch.optim.Adam(params, lr=1e-3, fused=True)  # fastest Adam on CPU
-    except (RuntimeError, TypeError):
-        opt = torch.optim.Adam(params, lr=1e-3, foreach=True)
+    params, ema, opt = torch_adam(model)
     data = [torch.from_numpy(b).permute(0, 3, 1, 2).contiguous() for b in batches]  # NCHW
     betas = np.linspace(BETA_START, BETA_END, NUM_STEPS, dtype=np.float64)
     abar = torch.from_numpy(np.cumprod(1.0 - betas).astype(np.float32))  # [T]
@@ -262,35 +257,11 @@ def run_torch(args, batches: np.ndarray) -> dict:
     if args.framework == "torch_compile":
         loss_fn = torch.compile(loss_fn)
 
-    def step(x0, i):
-        opt.zero_grad(set_to_none=True)
+    def batch_loss(x0):
         t = torch.randint(0, NUM_STEPS, (x0.shape[0],))
-        loss = loss_fn(x0, t, torch.randn_like(x0))
-        loss.backward()
-        grads = [p.grad for p in params]
-        grad_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # gmzoo's guard
-            opt.step()
-            decay = min(0.999, (1.0 + i) / (10.0 + i))  # gmzoo.train.optim.ema_decay_at
-            with torch.no_grad():
-                torch._foreach_lerp_(ema, params, 1.0 - decay)
-        return loss.detach()
+        return loss_fn(x0, t, torch.randn_like(x0))
 
-    out = {"params": sum(p.numel() for p in params), "version": torch.__version__,
-           "threads": torch.get_num_threads()}
-    t0 = time.perf_counter()
-    step(data[0], 0)
-    out["compile_s"] = time.perf_counter() - t0  # first step: compile for torch_compile
-    losses = []
-
-    def steps(first, n):
-        for i in range(first, first + n):
-            losses.append(step(data[i % len(data)], i + 1))
-
-    steps(0, args.warmup)
-    out.update(timed(lambda first, n: steps(args.warmup + first, n), args.steps, args.blocks))
-    out["loss"] = float(losses[-1])
-    return out
+    return time_torch_steps(batch_loss, params, ema, opt, data, args)
 
 
 def main(argv=None) -> None:

@@ -259,17 +259,22 @@ def bench_sampler(name: str, opts: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def print_rows(head: tuple[str, ...], lines: list[tuple[str, ...]]) -> None:
+    """A plain-text table, columns padded to their widest cell."""
+    widths = [max(len(x) for x in col) for col in zip(head, *lines)]
+    for i, line in enumerate([head, *lines]):
+        print(" | ".join(x.ljust(w) for x, w in zip(line, widths)))
+        if i == 0:
+            print("-+-".join("-" * w for w in widths))
+
+
 def print_sampler_table(rows: list[dict]) -> None:
     head = ("benchmark", "reference", "unit", "gmzoo", "reference", "ratio", "best-block ratio", "target",
             "met", "clean runs")
     lines = [(r["benchmark"], r["ref"], r["unit"], f"{r['gmzoo']:.2f}", f"{r['reference']:.2f}",
               f"{r['ratio']:.2f}", f"{r['best_ratio']:.2f}", r["target"],
               {None: "-", True: "yes", False: "NO"}[r["met"]], r["clean_runs"]) for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *lines)]
-    for i, line in enumerate([head, *lines]):
-        print(" | ".join(x.ljust(w) for x, w in zip(line, widths)))
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_rows(head, lines)
     print("DDPM sampling: ms per denoising step (one U-Net evaluation; a whole sample is T of them), "
           "batch 64, random fixed params; ratio = reference / gmzoo (> 1: gmzoo faster); the sampler "
           "overhead is 1 / ratio of the bare-scan row. Compile rows: seconds, trace + XLA compile.")
@@ -285,11 +290,7 @@ def print_table(rows: list[dict]) -> None:
     lines = [(r["benchmark"], r["ref"] + (f" (compile {r['ref_compile_s']:.0f} s)" if "ref_compile_s" in r else ""),
               f"{r['gmzoo_ms']:.2f}", f"{r['ref_ms']:.2f}", f"{r['ratio']:.2f}", f"{r['best_ratio']:.2f}",
               f"{r['compile_s']:.1f}", r["clean_runs"]) for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *lines)]
-    for i, line in enumerate([head, *lines]):
-        print(" | ".join(x.ljust(w) for x, w in zip(line, widths)))
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_rows(head, lines)
     print("ratio = reference ms / gmzoo ms (> 1: gmzoo faster), medians over clean alternating runs "
           "(gmzoo/ref counts; all runs if none was clean); best-block ratio: from the fastest timed "
           "block of all runs.")

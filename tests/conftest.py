@@ -23,3 +23,32 @@ def _numpy_init(model, *init_args, scale: float = 1.0, seed: int = 0):
 @pytest.fixture(scope="session")
 def numpy_init():
     return _numpy_init
+
+
+@pytest.fixture
+def refused(capsys):
+    """``refused(argv, *fragments)``: the CLI exits 2 with one line on stderr holding each
+    fragment; returns that line."""
+    from gmzoo import cli
+
+    def check(argv, *fragments):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        for f in fragments:
+            assert f in err, err
+        return err
+
+    return check
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Fails the test if anything gets as far as building parameters."""
+    from gmzoo.train import loop
+
+    def boom(*a, **k):
+        raise AssertionError("compute started before the input was validated")
+    monkeypatch.setattr(loop, "init_state", boom)

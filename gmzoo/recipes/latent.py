@@ -100,7 +100,7 @@ def _build(m: LatentConfig, image_shape, num_levels) -> LatentNets:
 
 def _encode(nets: LatentNets, ae_params, x):
     z = nets.autoencoder.apply({"params": ae_params}, x, method="encode")
-    return z.mean if hasattr(z, "mean") and not callable(z.mean) else z  # a VAE: posterior mean
+    return z[0] if isinstance(z, tuple) else z  # a VAE's (mean, log_var): the posterior mean
 
 
 def _decode(nets: LatentNets, ae_params, z):

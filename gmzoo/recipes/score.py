@@ -23,7 +23,7 @@ from gmzoo.diffusion.likelihood import ode_log_likelihood
 from gmzoo.diffusion.sde import SDES
 from gmzoo.losses.score import TIME_SCALE, dsm_loss
 from gmzoo.recipes.base import Recipe
-from gmzoo.recipes.diffusion import (DEFAULT_STEPS, DiffusionNets, UNetFields, apply_of,
+from gmzoo.recipes.diffusion import (DiffusionNets, UNetFields, apply_of,
                                      check_data, check_unet, experiment, make_unet,
                                      run_sde_sampler)
 
@@ -170,5 +170,3 @@ RECIPES: tuple[Recipe, ...] = (
     _recipe("score_ve", "score model on the VE SDE (sigma 0.01 .. 50)",
             ScoreConfig(name="score_ve", sde="ve")),
 )
-
-__all__ = ["DEFAULT_STEPS", "RECIPES", "ScoreConfig", "ode_likelihood_fn"]

@@ -82,6 +82,7 @@ class EvalConfig:
     vlb_timesteps: int = 0  # diffusion bound: 0 sums all T terms, K > 0 a stratified estimate
     ode_steps: int = 100  # probability-flow ODE likelihood: fixed steps of eval.ode_method
     ode_method: str = "rk4"
+    ode_grid: str = "logsnr"  # logsnr | uniform in t (see gmzoo.diffusion.solvers.time_grid)
     trace: str = "hutchinson"  # hutchinson | exact divergence (small images only)
 
 
@@ -272,6 +273,7 @@ _CHOICES = {
     "sample.guide": ("free", "classifier"),
     "sample.ode_method": ("euler", "heun", "rk4"),
     "eval.ode_method": ("euler", "heun", "rk4"),
+    "eval.ode_grid": ("logsnr", "uniform"),
     "eval.trace": ("hutchinson", "exact"),
 }
 _POSITIVE = ("optim.learning_rate", "train.steps", "train.batch_size", "train.steps_per_call",

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from gmzoo.diffusion.sde import SDE, ScoreFn
-from gmzoo.diffusion.solvers import ODE_METHODS, odeint
+from gmzoo.diffusion.solvers import GRIDS, ODE_METHODS, odeint, time_grid
 
 TRACES = ("hutchinson", "exact")
 PROBES = ("rademacher", "gaussian")
@@ -48,12 +48,15 @@ def hutchinson_divergence(fn, x: jax.Array, probe: jax.Array) -> tuple[jax.Array
 
 def ode_log_likelihood(sde: SDE, score_fn: ScoreFn, x: jax.Array, key: jax.Array | None = None, *,
                        num_steps: int = 100, method: str = "rk4", trace: str = "hutchinson",
-                       probe: str = "rademacher", eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+                       probe: str = "rademacher", eps: float = 1e-5,
+                       grid: str = "logsnr") -> tuple[jax.Array, jax.Array]:
     """log p_eps(x) in nats, `[B]`, by the formula above, and the prior-space point z = x_T
     `[B, ...]`.
 
-    `num_steps` fixed steps of `method` from t = eps to T; `trace` "exact" (needs no key) or
-    "hutchinson" with a `probe` ("rademacher" or "gaussian") drawn from `key`.
+    `num_steps` fixed steps of `method` from t = eps to T on a `grid` equally spaced in log SNR
+    (default; the VP drift is stiff near t = 0, see :func:`gmzoo.diffusion.solvers.time_grid`)
+    or in t ("uniform"); `trace` "exact" (needs no key) or "hutchinson" with a `probe`
+    ("rademacher" or "gaussian") drawn from `key`.
     """
     if trace not in TRACES:
         raise ValueError(f"trace={trace!r}; choose one of {', '.join(TRACES)}")
@@ -61,6 +64,8 @@ def ode_log_likelihood(sde: SDE, score_fn: ScoreFn, x: jax.Array, key: jax.Array
         raise ValueError(f"probe={probe!r}; choose one of {', '.join(PROBES)}")
     if method not in ODE_METHODS:
         raise ValueError(f"method={method!r}; choose one of {', '.join(ODE_METHODS)}")
+    if grid not in GRIDS:
+        raise ValueError(f"grid={grid!r}; choose one of {', '.join(GRIDS)}")
     if trace == "hutchinson" and key is None:
         raise ValueError("trace='hutchinson' needs a key for the probe")
     flow = sde.reverse(score_fn, probability_flow=True)
@@ -75,7 +80,7 @@ def ode_log_likelihood(sde: SDE, score_fn: ScoreFn, x: jax.Array, key: jax.Array
             return exact_divergence(drift, y)
         return hutchinson_divergence(drift, y, v)
 
-    ts = jnp.linspace(eps, sde.T, num_steps + 1, dtype=x.dtype)
+    ts = time_grid(sde, num_steps, eps, grid)[::-1].astype(x.dtype)  # eps -> T
     z, delta_logp = odeint(dynamics, (x, jnp.zeros(x.shape[:1], x.dtype)), ts, method)
     return sde.prior_logp(z) + delta_logp, z
 

@@ -25,12 +25,34 @@ PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 ODE_METHODS = ("euler", "heun", "rk4")
 
 
-def time_grid(sde: SDE, num_steps: int, eps: float = 1e-3) -> jax.Array:
-    """`num_steps + 1` equally spaced times from `sde.T` down to `eps`, `[num_steps + 1]`."""
-    if num_steps < 1 or not 0.0 <= eps < sde.T:
-        raise ValueError(f"time_grid needs num_steps >= 1 and 0 <= eps < T={sde.T}, got "
-                         f"num_steps={num_steps}, eps={eps}")
-    return jnp.asarray(np.linspace(sde.T, eps, num_steps + 1), jnp.result_type(float))
+GRIDS = ("uniform", "logsnr")
+
+
+def time_grid(sde: SDE, num_steps: int, eps: float = 1e-3, spacing: str = "uniform") -> jax.Array:
+    """`num_steps + 1` decreasing times from `sde.T` down to `eps`, `[num_steps + 1]`.
+
+    `spacing="uniform"` is equally spaced in t (score_sde's samplers). `"logsnr"` is equally
+    spaced in log SNR = log(alpha_t^2 / sigma_t^2), found by interpolating the SNR on a fine
+    geometric grid: for the VP and sub-VP SDEs the probability-flow drift grows like 1 / t as
+    t -> 0 (its divergence ~ D / t), so uniform steps badly over-integrate the first interval
+    (100 RK4 steps from 1e-5 overstate a log-density by ~0.5 nats in 3 dimensions of std 0.02),
+    while log-SNR steps are geometric there. For the VE SDE log SNR = -2 log sigma_t is linear
+    in t and both grids coincide. "logsnr" needs eps > 0.
+    """
+    if spacing not in GRIDS:
+        raise ValueError(f"spacing={spacing!r}; choose one of {', '.join(GRIDS)}")
+    if num_steps < 1 or not 0.0 <= eps < sde.T or (spacing == "logsnr" and eps <= 0.0):
+        raise ValueError(f"time_grid needs num_steps >= 1 and {'0 <' if spacing == 'logsnr' else '0 <='}"
+                         f" eps < T={sde.T}, got num_steps={num_steps}, eps={eps}")
+    dtype = jnp.result_type(float)
+    if spacing == "uniform":
+        return jnp.asarray(np.linspace(sde.T, eps, num_steps + 1), dtype)
+    fine = jnp.asarray(np.geomspace(sde.T, eps, 8193), dtype)  # decreasing t, increasing SNR
+    alpha, sigma = sde.marginal_coeffs(fine)
+    log_snr = 2.0 * (jnp.log(alpha) - jnp.log(sigma))
+    targets = jnp.linspace(log_snr[0], log_snr[-1], num_steps + 1)
+    ts = jnp.interp(targets, log_snr, fine)
+    return ts.at[0].set(sde.T).at[-1].set(eps)
 
 
 def _steps(ts: jax.Array, key: jax.Array | None = None):

@@ -141,12 +141,12 @@ def ode_likelihood_fn(sde, score_fn: Callable, num_levels: int, eval_cfg,
         y = x + jax.random.uniform(k_u, x.shape, x.dtype, -half, half)
         logp, _ = ode_log_likelihood(sde, lambda z, t: score_fn(params, z, t), y, k_probe,
                                      num_steps=eval_cfg.ode_steps, method=eval_cfg.ode_method,
-                                     trace=eval_cfg.trace, eps=eps)
+                                     trace=eval_cfg.trace, eps=eps, grid=eval_cfg.ode_grid)
         dims = math.prod(x.shape[1:])
         return logp + dims * math.log(2.0 * half)
 
-    label = (f"PF-ODE ({eval_cfg.ode_method}, {eval_cfg.ode_steps} steps, {eval_cfg.trace} "
-             "trace), uniform dequantization")
+    label = (f"PF-ODE ({eval_cfg.ode_method}, {eval_cfg.ode_steps} steps on a {eval_cfg.ode_grid} "
+             f"grid, {eval_cfg.trace} trace), uniform dequantization")
     return {label: log_likelihood}
 
 

@@ -37,7 +37,7 @@ from gmzoo.train.step import make_train_step, scan_steps
 RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.progress_bar", "train.log_every", "train.eval_every",
                      "train.sample_every", "train.keep_checkpoints", "eval.iwae_k",
                      "eval.num_samples", "eval.batch_size", "eval.max_examples", "eval.feature_net_steps",
-                     "data.data_dir", "eval.vlb_timesteps", "eval.ode_steps", "eval.ode_method",
+                     "data.data_dir", "eval.vlb_timesteps", "eval.ode_steps", "eval.ode_method", "eval.ode_grid",
                      "eval.trace", *(f"sample.{f.name}" for f in
                                      dataclasses.fields(cfglib.SampleConfig)))
 

@@ -224,8 +224,26 @@ def test_time_grid_and_input_validation():
     np.testing.assert_allclose(ts, [1.0, 0.8, 0.6, 0.4, 0.2], rtol=1e-6)
     with pytest.raises(ValueError, match="num_steps >= 1"):
         solvers.time_grid(VPSDE(), 0)
+    with pytest.raises(ValueError, match="0 < eps"):
+        solvers.time_grid(VPSDE(), 4, eps=0.0, spacing="logsnr")
+    with pytest.raises(ValueError, match="choose one of uniform, logsnr"):
+        solvers.time_grid(VPSDE(), 4, spacing="log")
     x = jnp.zeros((2, 3))
     with pytest.raises(ValueError, match="choose one of reverse_diffusion, euler_maruyama"):
         solvers.pc_sampler(VPSDE(), lambda x, t: x, jax.random.key(0), x, ts, predictor="ddim")
     with pytest.raises(ValueError, match="choose one of euler, heun, rk4"):
         solvers.ode_sample(VPSDE(), lambda x, t: x, x, ts, method="rk45")
+
+
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
+def test_logsnr_time_grid_is_equally_spaced_in_log_snr(name):
+    sde = SDES[name]()
+    ts = np.asarray(solvers.time_grid(sde, 50, eps=1e-5, spacing="logsnr"), np.float64)
+    assert ts[0] == sde.T and ts[-1] == pytest.approx(1e-5) and np.all(np.diff(ts) < 0)
+    alpha, sigma = [np.asarray(v, np.float64) for v in sde.marginal_coeffs(jnp.asarray(ts))]
+    steps = np.diff(2.0 * np.log(alpha / sigma))
+    np.testing.assert_allclose(steps, steps.mean(), rtol=2e-3)  # observed <= 3e-4
+    if name == "ve":  # log SNR = -2 log sigma_t is linear in t: the grid is the uniform one
+        np.testing.assert_allclose(ts, solvers.time_grid(sde, 50, eps=1e-5), rtol=1e-4)
+    else:  # geometric near t = 0 (sigma_t^2 ~ t or t^2 there), unlike the uniform grid
+        assert ts[-2] / ts[-1] < 2.0

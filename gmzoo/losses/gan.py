@@ -148,11 +148,14 @@ def per_example_grad_norms(fn: Callable[[jax.Array], jax.Array], x: ArrayLike) -
 
 def gradient_penalty(
     critic_fn: Callable[[jax.Array], jax.Array], real: ArrayLike, fake: ArrayLike,
-    key: jax.Array, target: float = 1.0,
+    key: jax.Array, target: float = 1.0, one_sided: bool = False,
 ) -> jax.Array:
     """WGAN-GP two-sided penalty (Gulrajani et al. 2017, eq. 3, without the weight lambda = 10):
 
         GP = mean_b (||grad_x critic(x_hat_b)||_2 - target)^2,
+        (one_sided: mean_b max(0, ||grad_x critic(x_hat_b)||_2 - target)^2, the paper's
+        Appendix variant, which penalises only slopes above the target; in 1-D the two-sided
+        penalty keeps a critic's slope from changing sign),
         x_hat_b = e_b real_b + (1 - e_b) fake_b,   e_b ~ U(0, 1) one per example.
 
     `critic_fn`: `[B, ...] -> [B]` or `[B, ...]` values (no batch norm: the paper's critic has
@@ -167,7 +170,8 @@ def gradient_penalty(
     real, fake = jnp.asarray(real), jnp.asarray(fake)
     x_hat = interpolate(real, fake, key)  # [B, ...]
     norms = per_example_grad_norms(critic_fn, x_hat)  # [B]
-    return jnp.mean(jnp.square(norms - target))
+    excess = norms - target
+    return jnp.mean(jnp.square(jnp.maximum(excess, 0.0) if one_sided else excess))
 
 
 # ---- hinge (Lim & Ye 2017; Miyato et al. 2018) ----------------------------------------------

@@ -196,6 +196,11 @@ def test_gradient_penalty_of_linear_critics():
     gp_of_scale = lambda s: gan.gradient_penalty(linear(s), IMG_REAL, IMG_FAKE, key)
     gp0, dgp0 = jax.value_and_grad(gp_of_scale)(0.0)
     assert float(gp0) == pytest.approx(1.0) and np.isfinite(float(dgp0))
+    # One-sided: slopes below the target cost nothing, above it (|s| - 1)^2 as before.
+    one_sided = lambda s: float(gan.gradient_penalty(linear(s), IMG_REAL, IMG_FAKE, key,
+                                                     one_sided=True))
+    assert one_sided(0.5) == 0.0 and one_sided(-0.5) == 0.0
+    np.testing.assert_allclose(one_sided(3.0), 4.0, rtol=1e-5)
 
 
 def test_gradient_penalty_patch_critic_and_batch_reduced_critic():

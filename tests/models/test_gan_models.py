@@ -26,36 +26,15 @@ from gmzoo.models.gan import (
     param_count,
 )
 
+from model_variables import numpy_variables
+
 SHAPES = [(8, 8, 1), (28, 28, 1)]
 KEY = jax.random.key(0)
 F = 4  # features of the tiny variants
 Z = 8  # latent_dim of the tiny generator
 
 
-def _variables(model, *args, scale=1.0, seed=0):
-    """Variables with `model.init`'s tree, drawn in numpy: kernels / embeddings
-    N(0, scale^2 / fan_in), biases N(0, 0.01), BN scale 1 + N(0, 0.01), BN running mean 0 and
-    var 1, spectral norm u ~ N(0, 1) and sigma 1 (as Flax initialises them)."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(model.init, KEY, *args)
-
-    def draw(path, leaf):
-        name = path[-1].key.rsplit("/", 1)[-1]  # spectral norm names its leaves "conv_0/kernel/u"
-        if name in ("mean", "sigma"):
-            value = np.zeros(leaf.shape) if name == "mean" else np.ones(leaf.shape)
-        elif name == "var":
-            value = np.ones(leaf.shape)
-        elif name == "scale":
-            value = 1.0 + 0.1 * rng.normal(size=leaf.shape)
-        elif name == "u":
-            value = rng.normal(size=leaf.shape)
-        elif len(leaf.shape) > 1:
-            value = rng.normal(size=leaf.shape) * scale / np.sqrt(np.prod(leaf.shape[:-1]))
-        else:
-            value = 0.1 * rng.normal(size=leaf.shape)
-        return jnp.asarray(value, jnp.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+_variables = numpy_variables
 
 
 def _images(b, shape, seed=1):

@@ -36,32 +36,14 @@ from gmzoo.models.image2image import (
     resnet_shape_error,
 )
 
+from model_variables import numpy_variables
+
 SHAPES = [(8, 8, 1), (28, 28, 1)]
 KEY = jax.random.key(0)
 F = 4  # features of the tiny variants
 
 
-def _variables(model, *args, scale=1.0, seed=0, **kwargs):
-    """Variables with `model.init`'s tree, drawn in numpy: kernels N(0, scale^2 / fan_in),
-    biases N(0, 0.01), norm scales 1 + N(0, 0.01), BN running mean 0 and var 1, PReLU 0.25."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda *a: model.init(KEY, *a, **kwargs), *args)
-
-    def draw(path, leaf):
-        name = path[-1].key
-        if name in ("mean", "var"):
-            value = np.zeros(leaf.shape) if name == "mean" else np.ones(leaf.shape)
-        elif name == "scale":
-            value = 1.0 + 0.1 * rng.normal(size=leaf.shape)
-        elif name == "negative_slope":
-            value = np.full(leaf.shape, 0.25)
-        elif len(leaf.shape) > 1:
-            value = rng.normal(size=leaf.shape) * scale / np.sqrt(np.prod(leaf.shape[:-1]))
-        else:
-            value = 0.1 * rng.normal(size=leaf.shape)
-        return jnp.asarray(value, jnp.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+_variables = numpy_variables
 
 
 def _images(b, shape, seed=1):

@@ -11,14 +11,15 @@ import difflib
 from typing import Any
 
 from gmzoo.config import ConfigError, ExperimentConfig
-from gmzoo.recipes import diffusion, latent, score, vae
+from gmzoo.recipes import diffusion, gan, latent, score, vae
 from gmzoo.recipes.base import Recipe
 
 __all__ = ["MODELS", "Recipe", "experiment_from_dict", "get", "model_config_from_dict", "models"]
 
 
 MODELS: dict[str, Recipe] = {r.name: r for r in (*vae.RECIPES, *diffusion.RECIPES,
-                                                 *score.RECIPES, *latent.RECIPES)}
+                                                 *score.RECIPES, *latent.RECIPES,
+                                                 *gan.RECIPES)}
 
 
 def models() -> dict[str, Recipe]:

@@ -39,6 +39,13 @@ class Recipe:
         eval_cfg) -> {label: fn(params, x, key) -> [B]}`` log p(x) in nats (reported beside
         ``log_likelihood``'s).
       sample_batch: draw samples in batches of this size (0: all at once).
+      train_step: for models that are not one loss minimised by one optimizer (e.g. a GAN's
+        two players), ``train_step(config, module, *, prepare, compute_dtype,
+        with_model_state) -> (tx, step_fn)``: the optax transformation the train state is
+        created with and the pure ``step_fn(state, batch, key) -> (state, metrics)`` (metrics
+        with ``loss`` and ``finite``, as :func:`gmzoo.train.step.make_train_step`'s). ``None``:
+        the loop minimises ``loss`` with ``make_optimizer(config.optim)``. ``loss`` is still
+        what held-out evaluation reports.
     """
 
     name: str
@@ -56,3 +63,4 @@ class Recipe:
     check_sampling: Callable[[Any, Any], None] | None = None
     likelihoods: Callable[[Any, nn.Module, Any], dict[str, Callable]] | None = None
     sample_batch: int = 0
+    train_step: Callable[..., tuple[Any, Callable]] | None = None

@@ -156,9 +156,22 @@ def init_state(run: Run) -> TrainState:
     variables = run.recipe.init(run.module, init_key, example)
     variables = dict(variables)
     params = variables.pop("params")
-    tx = make_optimizer(run.config.optim, run.config.train.steps)
+    tx, _ = optimizer_and_step(run, with_model_state=bool(variables))
     state = TrainState.create(params=params, tx=tx, key=run_key, model_state=variables)
     return parallel.put_replicated(state, run.mesh)
+
+
+def optimizer_and_step(run: Run, *, with_model_state: bool) -> tuple[Any, Callable]:
+    """``(tx, step_fn)`` of the run: the recipe's ``train_step`` hook if it has one (e.g. a
+    GAN's two players), else ``make_optimizer`` + ``make_train_step`` on the recipe's loss.
+    ``init_state`` and ``train`` both call it, so the state is created with the step's ``tx``."""
+    cfg = run.config
+    kw = dict(prepare=run.space.prepare, compute_dtype=cfg.train.compute_dtype,
+              with_model_state=with_model_state)
+    if run.recipe.train_step is not None:
+        return run.recipe.train_step(cfg, run.module, **kw)
+    tx = make_optimizer(cfg.optim, cfg.train.steps)
+    return tx, make_train_step(run.loss_fn, tx, ema_decay=cfg.optim.ema_decay, **kw)
 
 
 def heldout_metrics(run: Run, params: Any, *, limit: int = 0) -> dict[str, float]:
@@ -268,10 +281,7 @@ def train(config: ExperimentConfig, workdir: str, *, resume: bool = False,
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(config_dict, f, indent=2, sort_keys=True)
 
-    tx = make_optimizer(config.optim, tcfg.steps)
-    step_fn = make_train_step(run.loss_fn, tx, ema_decay=config.optim.ema_decay,
-                              prepare=run.space.prepare, compute_dtype=tcfg.compute_dtype,
-                              with_model_state=bool(state.model_state))
+    _, step_fn = optimizer_and_step(run, with_model_state=bool(state.model_state))
     run_steps = parallel.compile_steps(scan_steps(step_fn), run.mesh)
     sharding = parallel.batch_sharding(run.mesh)
     log = artifacts.MetricsLog(workdir, enabled=lead)

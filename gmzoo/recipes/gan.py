@@ -1,0 +1,289 @@
+"""Recipes of the GAN family: ``dcgan``, ``cgan`` and ``wgan_gp`` on image data in [-1, 1].
+
+A GAN is two players, not one loss minimised by one optimizer, so the recipe fills in the
+spine's ``train_step`` hook: :func:`gmzoo.train.gan_step.make_gan_train_step` with one Adam per
+player (``players_tx``), k = ``model.d_steps`` discriminator updates per generator update, the
+generator's EMA (``optim.ema_decay``). Parameters, optimizer states and batch statistics live in
+the spine's ``TrainState`` under ``"generator"`` / ``"discriminator"``:
+
+    params       {"generator": g, "discriminator": d}
+    model_state  {"generator": {"batch_stats": ...}[, "discriminator": {"batch_stats": ...}]}
+
+- ``dcgan`` (Radford et al. 2016): DCGAN networks with batch norm, the non-saturating loss.
+- ``cgan`` (Mirza & Osindero 2014): the same, conditioned on the batch's labels; the generator
+  concatenates a label embedding to z, the discriminator is a projection discriminator
+  (Miyato & Koyama 2018) or concatenates the embedding (``model.conditioning=concat``).
+- ``wgan_gp`` (Gulrajani et al. 2017): the Wasserstein critic loss + 10 * gradient penalty,
+  5 critic updates per generator update, a critic without batch norm.
+
+Batch norm: during training both networks run in train mode (batch statistics) in both phases,
+the fakes and the reals normalised as separate batches; each player keeps the running averages
+of its own update (the rule of ``gan_step``). The sampler and the held-out loss get parameters
+only (the spine's ``sampler`` and ``loss`` take no model state), so they too run the networks
+with the statistics of the batch they see, and discard them: a sample batch is normalised by
+its own statistics, as in the DCGAN reference code, which samples in train mode. With spectral
+norm, the held-out loss starts the power iteration from a fresh vector (one step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gmzoo.config import ConfigError, DataConfig, EvalConfig, ExperimentConfig, OptimConfig, TrainConfig
+from gmzoo.losses import gan as gan_losses
+from gmzoo.models import gan as gan_models
+from gmzoo.recipes.base import Recipe
+from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR, make_gan_train_step, players_tx
+from gmzoo.train.optim import make_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig:
+    """A DCGAN-shaped GAN. The generator's optimizer is ``optim`` (its learning rate is
+    ``optim.learning_rate``); the discriminator's is ``optim`` with ``d_learning_rate``."""
+
+    name: str = "dcgan"
+    latent_dim: int = 64
+    features: int = 32  # F: widths F and 2F of both networks
+    loss: str = "non_saturating"  # minimax | non_saturating | hinge | least_squares | wasserstein
+    d_steps: int = 1  # discriminator updates per generator update
+    d_learning_rate: float = 2e-4
+    gp_weight: float = 0.0  # lambda of the gradient penalty (WGAN-GP: 10); 0: none
+    batch_norm: bool = True  # batch norm in the discriminator (never with a gradient penalty)
+    spectral_norm: bool = False  # spectral norm on every discriminator weight (replaces its BN)
+    conditional: bool = False
+    num_classes: int = 10
+    conditioning: str = "projection"  # projection | concat (the discriminator's)
+    label_features: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class GANNets:
+    """The two players (Linen modules; parameters under the same names in the train state)."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    latent_dim: int
+    num_classes: int  # 0: unconditional
+
+
+# --- checks -------------------------------------------------------------------------------
+
+def _check(config: ExperimentConfig, image_shape: tuple[int, int, int]) -> None:
+    m, d = config.model, config.data
+    error = gan_models.dcgan_image_shape_error(tuple(image_shape))
+    if error:
+        raise ConfigError(f"{d.name} images {tuple(image_shape)} do not fit model {m.name}: {error}")
+    if m.loss not in gan_losses.GAN_LOSSES:
+        raise ConfigError(f"model.loss={m.loss!r}; choose one of {', '.join(gan_losses.GAN_LOSSES)}")
+    if m.conditioning not in gan_models.CONDITIONINGS:
+        raise ConfigError(f"model.conditioning={m.conditioning!r}; choose one of "
+                          f"{', '.join(gan_models.CONDITIONINGS)}")
+    for field in ("latent_dim", "features", "d_steps", "label_features"):
+        if getattr(m, field) < 1:
+            raise ConfigError(f"model.{field}={getattr(m, field)} must be >= 1")
+    if m.conditional and m.num_classes < 1:
+        raise ConfigError(f"model.num_classes={m.num_classes} must be >= 1 for a conditional GAN")
+    if not m.d_learning_rate > 0:
+        raise ConfigError(f"model.d_learning_rate={m.d_learning_rate} must be > 0")
+    if m.gp_weight < 0:
+        raise ConfigError(f"model.gp_weight={m.gp_weight} must be >= 0")
+    if m.gp_weight > 0 and m.batch_norm and not m.spectral_norm:
+        raise ConfigError(f"model.gp_weight={m.gp_weight} needs a discriminator without batch norm "
+                          "(it couples the examples whose input gradients the penalty takes): set "
+                          "model.batch_norm=false")
+    if d.binarize != "none" or d.scale != "symmetric":
+        raise ConfigError(f"model {m.name} generates images in [-1, 1] (tanh): set "
+                          "data.binarize=none data.scale=symmetric")
+
+
+# --- networks -----------------------------------------------------------------------------
+
+def _build(m: GANConfig, image_shape, num_levels) -> GANNets:
+    k = m.num_classes if m.conditional else 0
+    shape = tuple(int(s) for s in image_shape)
+    g = gan_models.DCGANGenerator(image_shape=shape, latent_dim=m.latent_dim, features=m.features,
+                                  num_classes=k, label_features=m.label_features)
+    d = gan_models.DCGANDiscriminator(image_shape=shape, features=m.features,
+                                      batch_norm=m.batch_norm, spectral_norm=m.spectral_norm,
+                                      num_classes=k, conditioning=m.conditioning,
+                                      label_features=m.label_features)
+    return GANNets(g, d, m.latent_dim, k)
+
+
+def _labels(nets: GANNets, batch: dict) -> jax.Array | None:
+    return batch["label"].astype(jnp.int32) if nets.num_classes else None
+
+
+def _init(nets: GANNets, key: jax.Array, batch: dict) -> dict:
+    """``{"params": {"generator", "discriminator"}, "generator": {"batch_stats"}, ...}``: the
+    spine keeps everything but ``params`` as the model state."""
+    g_key, d_key = jax.random.split(key)
+    x, y = batch["image"], _labels(nets, batch)
+    z = jnp.zeros((x.shape[0], nets.latent_dim), x.dtype)
+    per_player = {GENERATOR: nets.generator.init(g_key, z, y),
+                  DISCRIMINATOR: nets.discriminator.init(d_key, x, y)}
+    variables: dict[str, Any] = {"params": {p: v["params"] for p, v in per_player.items()}}
+    for player, v in per_player.items():
+        if "batch_stats" in v:  # (not "intermediates": D sows its features there)
+            variables[player] = {"batch_stats": v["batch_stats"]}
+    return variables
+
+
+def _forward(module: nn.Module, params: Any, state: dict, inputs: jax.Array,
+             y: jax.Array | None, key: jax.Array) -> tuple[jax.Array, dict]:
+    """``module`` in train mode (batch statistics, a spectral-norm power step) on ``{"params":
+    params, **state}``: ``(output, new state)``. ``inputs`` are cast to the parameters' dtype
+    (bfloat16 compute); ``key`` starts spectral norm's power iteration if ``state`` has none."""
+    dtype = jax.tree.leaves(params)[0].dtype
+    out, mutated = module.apply({"params": params, **state}, inputs.astype(dtype), y, train=True,
+                                mutable=["batch_stats"], rngs={"params": key})
+    return out, dict(mutated)
+
+
+# --- objectives ---------------------------------------------------------------------------
+
+def _objectives(m: GANConfig, nets: GANNets) -> tuple[Callable, Callable]:
+    """``d_objective(d, g, batch, key, model_state)`` and ``g_objective(g, d, batch, key,
+    model_state)``, each ``-> (loss, (metrics, new_model_state))`` (``gan_step``'s convention)."""
+    d_loss_of, g_loss_of = gan_losses.get(m.loss)
+    G, D = nets.generator, nets.discriminator
+
+    def fakes(g, model_state, batch, key):
+        real = batch["image"]  # [B, H, W, C]
+        z = jax.random.normal(key, (real.shape[0], nets.latent_dim))  # [B, Z]
+        return _forward(G, g, model_state.get(GENERATOR, {}), z, _labels(nets, batch), key)
+
+    def d_objective(d, g, batch, key, model_state):
+        """d_loss(D(x), D(G(z))) [+ gp_weight * GP] with G frozen (Algorithm 1's D step)."""
+        z_key, gp_key, sn_key = jax.random.split(key, 3)
+        real, y = batch["image"], _labels(nets, batch)
+        fake, _ = fakes(g, model_state, batch, z_key)  # G's new statistics are not D's to keep
+        fake = jax.lax.stop_gradient(fake).astype(real.dtype)
+        d_state = model_state.get(DISCRIMINATOR, {})
+        real_logits, d_state = _forward(D, d, d_state, real, y, sn_key)  # [B]
+        fake_logits, d_state = _forward(D, d, d_state, fake, y, sn_key)  # [B]
+        loss = d_loss_of(real_logits, fake_logits)
+        metrics = {"real_score": jnp.mean(real_logits.astype(jnp.float32)),
+                   "fake_score": jnp.mean(fake_logits.astype(jnp.float32))}
+        if m.gp_weight > 0:
+            critic = lambda x: _forward(D, d, d_state, x, y, sn_key)[0]
+            gp = gan_losses.gradient_penalty(critic, real, fake, gp_key)
+            loss = loss + m.gp_weight * gp
+            metrics["gradient_penalty"] = gp
+        new_state = dict(model_state)
+        if DISCRIMINATOR in model_state:
+            new_state[DISCRIMINATOR] = d_state
+        return loss, (metrics, new_state)
+
+    def g_objective(g, d, batch, key, model_state):
+        """g_loss(D(G(z))) with D frozen (Algorithm 1's G step)."""
+        z_key, sn_key = jax.random.split(key)
+        fake, g_state = fakes(g, model_state, batch, z_key)
+        fake_logits, _ = _forward(D, d, model_state.get(DISCRIMINATOR, {}), fake,
+                                  _labels(nets, batch), sn_key)  # [B]
+        new_state = dict(model_state)
+        if GENERATOR in model_state:
+            new_state[GENERATOR] = g_state
+        return g_loss_of(fake_logits), ({"fake_score": jnp.mean(fake_logits.astype(jnp.float32))},
+                                        new_state)
+
+    return d_objective, g_objective
+
+
+def _loss(m: GANConfig, nets: GANNets) -> Callable:
+    """Held-out ``loss_fn(params, batch, key) -> (g_loss, metrics)``: both players' losses on a
+    test batch (``d_loss`` includes the penalty), networks in train mode with the batch's own
+    statistics (see the module docstring). Training uses the ``train_step`` hook instead."""
+    d_objective, g_objective = _objectives(m, nets)
+
+    def loss_fn(params, batch, key):
+        d_key, g_key = jax.random.split(key)
+        g, d = params[GENERATOR], params[DISCRIMINATOR]
+        d_loss, (d_metrics, _) = d_objective(d, g, batch, d_key, {})
+        g_loss, (g_metrics, _) = g_objective(g, d, batch, g_key, {})
+        metrics = {f"d_{k}": v for k, v in d_metrics.items()}
+        metrics.update({f"g_{k}": v for k, v in g_metrics.items()})
+        return g_loss, {**metrics, "d_loss": d_loss, "g_loss": g_loss}
+
+    return loss_fn
+
+
+def _train_step(config: ExperimentConfig, nets: GANNets, *, prepare, compute_dtype,
+                with_model_state: bool):
+    """The spine's ``train_step`` hook: ``(players_tx(tx_g, tx_d), gan step)``."""
+    m, optim, steps = config.model, config.optim, config.train.steps
+    tx_g = make_optimizer(optim, steps)
+    # D's schedule counts D updates (d_steps per step).
+    tx_d = make_optimizer(dataclasses.replace(optim, learning_rate=m.d_learning_rate),
+                          steps * m.d_steps)
+    d_objective, g_objective = _objectives(m, nets)
+    if not with_model_state:  # no batch statistics anywhere: gan_step's stateless convention
+        d_objective, g_objective = (_stateless(f) for f in (d_objective, g_objective))
+    step = make_gan_train_step(d_objective, g_objective, tx_g, tx_d, d_steps=m.d_steps,
+                               ema_decay=optim.ema_decay, prepare=prepare,
+                               compute_dtype=compute_dtype, with_model_state=with_model_state)
+    return players_tx(tx_g, tx_d), step
+
+
+def _stateless(objective: Callable) -> Callable:
+    def fn(mine, other, batch, key):
+        loss, (metrics, _) = objective(mine, other, batch, key, {})
+        return loss, metrics
+    return fn
+
+
+def _sampler(m: GANConfig, nets: GANNets, *, mean: bool = True, sampling=None):
+    """``sample(params, key, n) -> [n, H, W, C]`` in [-1, 1]: x = G(z), z ~ N(0, I), with the
+    generator normalised by the statistics of the sample batch (train mode, discarded).
+    Conditional models draw the classes 0..K-1 in turn. ``mean`` does not apply (G is
+    deterministic given z)."""
+    del mean, sampling
+
+    def sample(params, key, n):
+        z_key, sn_key = jax.random.split(key)
+        z = jax.random.normal(z_key, (n, nets.latent_dim))  # [n, Z]
+        y = jnp.arange(n, dtype=jnp.int32) % nets.num_classes if nets.num_classes else None
+        x, _ = _forward(nets.generator, params[GENERATOR], {}, z, y, sn_key)
+        return x.astype(jnp.float32)  # [n, H, W, C]
+
+    return sample
+
+
+# --- defaults -----------------------------------------------------------------------------
+
+_DIGITS = DataConfig(name="digits", scale="symmetric")
+_TRAIN = TrainConfig(steps=3000, batch_size=64, log_every=100, eval_every=1000, sample_every=500,
+                     checkpoint_every=1000)
+_OPTIM = OptimConfig(optimizer="adam", learning_rate=2e-4, b1=0.5, b2=0.999, ema_decay=0.999)
+
+
+def experiment(model: GANConfig, *, data: DataConfig = _DIGITS, optim: OptimConfig = _OPTIM,
+               **train) -> Callable[[], ExperimentConfig]:
+    return lambda: ExperimentConfig(model=model, data=data, optim=optim,
+                                    train=dataclasses.replace(_TRAIN, **train),
+                                    eval=EvalConfig(num_samples=1000, batch_size=120))
+
+
+def _recipe(name: str, description: str, model: GANConfig, **kw) -> Recipe:
+    return Recipe(name=name, description=description, config_cls=GANConfig,
+                  default=experiment(model, **kw), build=_build, check=_check, init=_init,
+                  loss=_loss, sampler=_sampler, train_step=_train_step)
+
+
+RECIPES: tuple[Recipe, ...] = (
+    _recipe("dcgan", "DCGAN, non-saturating loss, batch norm (digits in [-1, 1])",
+            GANConfig(name="dcgan")),
+    _recipe("cgan", "conditional DCGAN: label embedding in G, projection discriminator",
+            GANConfig(name="cgan", conditional=True)),
+    _recipe("wgan_gp", "WGAN-GP: Wasserstein critic + 10 * gradient penalty, 5 critic steps, "
+            "no batch norm in the critic",
+            GANConfig(name="wgan_gp", loss="wasserstein", d_steps=5, gp_weight=10.0,
+                      batch_norm=False, d_learning_rate=2e-4),
+            optim=dataclasses.replace(_OPTIM, b2=0.9)),
+)

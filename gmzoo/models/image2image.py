@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 
 from gmzoo.models.diffusion import param_count
+from gmzoo.models.gan import LEAKY_SLOPE
 from gmzoo.nn.conv import UpConv
 
 __all__ = [
@@ -75,7 +76,6 @@ __all__ = [
 
 NORMS: tuple[str, ...] = ("batch", "instance")
 SR_SCALES: tuple[int, ...] = (2, 4)
-LEAKY_SLOPE = 0.2
 MAX_WIDTH_MULT = 8  # pix2pix caps the widths at 8F (512 for F = 64)
 
 

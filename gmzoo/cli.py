@@ -69,8 +69,7 @@ _SAMPLE_FLAGS = ("sampler", "steps", "eta", "guidance", "guide", "class_label", 
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from gmzoo.train import artifacts
-    from gmzoo.train.loop import load_run, sample_images
+    from gmzoo.train.loop import load_run, save_samples
 
     options = [(key, getattr(args, key)) for key in _SAMPLE_FLAGS if getattr(args, key) is not None]
     tag = "".join(f"_{key}-{value}" for key, value in options)
@@ -83,9 +82,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.sampler is not None and args.steps is None:
         overrides.append("sample.steps=0")  # another sampler: its own default step count
     run, state = load_run(args.workdir, overrides=overrides)
-    images = sample_images(run, state.ema_params, args.n, seed=args.seed)
-    artifacts.save_grid(out, images)
-    print(f"{args.n} samples of {run.config.model.name} written to {os.path.abspath(out)}")
+    save_samples(run, state.ema_params, out, args.n, seed=args.seed)
+    what = ("test examples (source | output | target)" if run.recipe.translate is not None
+            else "samples")
+    print(f"{args.n} {what} of {run.config.model.name} written to {os.path.abspath(out)}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

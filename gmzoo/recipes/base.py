@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from gmzoo.config import ExperimentConfig
+
+
+class Translation(NamedTuple):
+    """One batch through an image-to-image model: each field ``[B, H, W, C]`` in the data space
+    (what ``DataSpace.to_display`` maps to [0, 1]), all at the target's size."""
+
+    source: jax.Array  # the model's input shown as an image (e.g. the masked digit, the
+    #                    low-resolution image upsampled by pixel repetition)
+    output: jax.Array  # the model's translation of the source
+    target: jax.Array  # the ground truth (for unpaired models: the known map of the source,
+    #                    which the model never saw paired)
+    baseline: jax.Array  # a model-free answer to beat (e.g. bicubic upsampling)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +40,8 @@ class Recipe:
       loss: ``loss(model_cfg, module) -> loss_fn(params, batch, key) -> (loss, metrics)``.
       sampler: ``sampler(model_cfg, module, *, mean, sampling) -> sample(params, key, n) ->
         [n, H, W, C]`` in the data space: the likelihood's mean (``mean=True``) or a draw from
-        it; ``sampling`` is the experiment's :class:`~gmzoo.config.SampleConfig`.
+        it; ``sampling`` is the experiment's :class:`~gmzoo.config.SampleConfig`. ``None`` for
+        image-to-image models (they have ``translate`` instead).
       log_likelihood: for likelihood models, ``log_likelihood(model_cfg, module, k) ->
         fn(params, x, key) -> [B]`` log p(x) in nats (an estimate or bound; see ``bound``).
       bound: what ``log_likelihood`` computes, e.g. ``"IWAE"`` or ``"exact"``.
@@ -46,6 +60,12 @@ class Recipe:
         with ``loss`` and ``finite``, as :func:`gmzoo.train.step.make_train_step`'s). ``None``:
         the loop minimises ``loss`` with ``make_optimizer(config.optim)``. ``loss`` is still
         what held-out evaluation reports.
+      translate: for image-to-image models, ``translate(model_cfg, module) -> fn(params, batch,
+        key) -> Translation`` on a prepared batch of the data set (the recipe builds the source
+        from it: a masked or shrunk image, the other domain). The spine then draws "samples" as
+        translations of the test split: grids of source | output | target, FD/KID of the
+        outputs, and PSNR/SSIM of the output and of the baseline against the target.
+      baseline: what ``Translation.baseline`` is, e.g. ``"bicubic upsampling"``.
     """
 
     name: str
@@ -56,7 +76,7 @@ class Recipe:
     check: Callable[[ExperimentConfig, tuple[int, int, int]], None]
     init: Callable[[nn.Module, jax.Array, dict], Any]
     loss: Callable[[Any, nn.Module], Callable]
-    sampler: Callable[..., Callable]  # (model_cfg, module, *, mean: bool, sampling)
+    sampler: Callable[..., Callable] | None  # (model_cfg, module, *, mean: bool, sampling)
     log_likelihood: Callable[[Any, nn.Module, int], Callable] | None = None
     bound: str = ""
     samplers: tuple[str, ...] = ()
@@ -64,3 +84,13 @@ class Recipe:
     likelihoods: Callable[[Any, nn.Module, Any], dict[str, Callable]] | None = None
     sample_batch: int = 0
     train_step: Callable[..., tuple[Any, Callable]] | None = None
+    translate: Callable[[Any, nn.Module], Callable] | None = None
+    baseline: str = ""
+
+
+def sample_labels(n: int, sampling: Any, num_classes: int) -> jax.Array:
+    """The class of each of ``n`` samples of a conditional model: ``sampling.class_label``
+    (a :class:`~gmzoo.config.SampleConfig`), or 0..K-1 in turn when it is -1. ``[n]`` int32."""
+    if sampling.class_label >= 0:
+        return jnp.full((n,), sampling.class_label, jnp.int32)
+    return jnp.arange(n, dtype=jnp.int32) % num_classes

@@ -28,7 +28,7 @@ from gmzoo.diffusion.sde import VPSDE
 from gmzoo.losses import diffusion as losses
 from gmzoo.models.diffusion import NoiseClassifier
 from gmzoo.nn.unet import UNet, unet_config_error, unet_shape_error
-from gmzoo.recipes.base import Recipe
+from gmzoo.recipes.base import Recipe, sample_labels
 
 DISCRETE_SAMPLERS = ("ddpm", "ddim")
 SDE_SAMPLERS = ("em", "rd", "pc", "ode")
@@ -190,12 +190,6 @@ def check_discrete_sampling(m, s: SampleConfig, *, conditional=False, classifier
 
 
 # --- noise functions and samplers ----------------------------------------------------------
-
-def sample_labels(n: int, s: SampleConfig, num_classes: int) -> jax.Array:
-    """The class of each of ``n`` samples: ``sample.class_label``, or 0..K-1 in turn."""
-    if s.class_label >= 0:
-        return jnp.full((n,), s.class_label, jnp.int32)
-    return jnp.arange(n, dtype=jnp.int32) % num_classes
 
 
 def eps_network(apply: Callable, params: Any, prediction: str, coeffs_of_c: Callable,

@@ -18,11 +18,13 @@ the spine's ``TrainState`` under ``"generator"`` / ``"discriminator"``:
 
 Batch norm: during training both networks run in train mode (batch statistics) in both phases,
 the fakes and the reals normalised as separate batches; each player keeps the running averages
-of its own update (the rule of ``gan_step``). The sampler and the held-out loss get parameters
-only (the spine's ``sampler`` and ``loss`` take no model state), so they too run the networks
-with the statistics of the batch they see, and discard them: a sample batch is normalised by
-its own statistics, as in the DCGAN reference code, which samples in train mode. With spectral
-norm, the held-out loss starts the power iteration from a fresh vector (one step).
+of its own update (the rule of ``gan_step``). The sampler runs the generator (EMA parameters)
+in inference mode on *standing statistics* (BigGAN's): the exact batch statistics of the EMA
+generator on 1,024 draws, computed inside the compiled sampler, because the running averages
+kept in training belong to the raw weights; so a sample depends on its own z only (the DCGAN
+reference samples in train mode instead, which couples the samples of a batch). The held-out
+loss runs both networks in train mode on the test batch, as training does. With spectral norm,
+the held-out loss starts the power iteration from a fresh vector (one step).
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gmzoo.config import ConfigError, DataConfig, EvalConfig, ExperimentConfig, OptimConfig, TrainConfig
+from gmzoo import config as cfglib
+from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig, OptimConfig,
+                          SampleConfig, TrainConfig)
 from gmzoo.losses import gan as gan_losses
 from gmzoo.models import gan as gan_models
-from gmzoo.recipes.base import Recipe
+from gmzoo.recipes.base import Recipe, sample_labels
 from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR, make_gan_train_step, players_tx
 from gmzoo.train.optim import make_optimizer
 
@@ -238,18 +242,59 @@ def _stateless(objective: Callable) -> Callable:
     return fn
 
 
+def check_sampling(m: GANConfig, s: SampleConfig) -> None:
+    """A GAN has one sampler, x = G(z); a conditional one takes ``sample.class_label``
+    (``gmzoo sample --class C``)."""
+    changed = [k for k in cfglib.diff(s, SampleConfig()) if k != "class_label"]
+    if changed:
+        raise ConfigError(f"model {m.name} has one sampler, x = G(z); sample.{', sample.'.join(changed)} "
+                          "apply to diffusion models (a conditional GAN takes sample.class_label)")
+    if s.class_label >= 0 and not m.conditional:
+        raise ConfigError(f"sample.class_label={s.class_label}: model {m.name} is unconditional "
+                          "(train cgan, or set model.conditional=true)")
+    if s.class_label >= m.num_classes:
+        raise ConfigError(f"sample.class_label={s.class_label}: the model has classes "
+                          f"0..{m.num_classes - 1}")
+
+
+STANDING_BATCH = 1024  # z draws behind the generator's standing statistics
+
+
+def standing_statistics(generator: nn.Module, params: Any, latent_dim: int, num_classes: int,
+                        key: jax.Array, size: int = STANDING_BATCH) -> dict:
+    """The batch statistics of ``generator`` (parameters ``params``, e.g. the EMA ones) on one
+    batch of ``size`` draws z ~ N(0, I) (classes 0..K-1 in turn): ``{"batch_stats": ...}``, or
+    ``{}`` for a generator without batch norm. BigGAN's "standing statistics" (Brock et al.
+    2019, App. C): the running averages kept in training belong to the raw weights, not to their
+    EMA. Each batch norm computes them exactly (``bn_momentum=0``: the "running" average is the
+    batch's own mean and biased variance)."""
+    if not hasattr(generator, "bn_momentum"):
+        return {}
+    z = jax.random.normal(key, (size, latent_dim))  # [S, Z]
+    y = jnp.arange(size, dtype=jnp.int32) % num_classes if num_classes else None
+    _, stats = generator.clone(bn_momentum=0.0).apply(
+        {"params": params}, z.astype(jax.tree.leaves(params)[0].dtype), y, train=True,
+        mutable=["batch_stats"])
+    return dict(stats)
+
+
 def _sampler(m: GANConfig, nets: GANNets, *, mean: bool = True, sampling=None):
-    """``sample(params, key, n) -> [n, H, W, C]`` in [-1, 1]: x = G(z), z ~ N(0, I), with the
-    generator normalised by the statistics of the sample batch (train mode, discarded).
-    Conditional models draw the classes 0..K-1 in turn. ``mean`` does not apply (G is
-    deterministic given z)."""
-    del mean, sampling
+    """``sample(params, key, n) -> [n, H, W, C]`` in [-1, 1]: x = G(z), z ~ N(0, I), the
+    generator's batch norms in inference mode on its :func:`standing_statistics` (drawn with
+    ``fold_in(key, 1)``), so each sample is G of its own z alone, whatever else is in the batch.
+    Conditional models draw ``sampling.class_label``, or the classes 0..K-1 in turn. ``mean``
+    does not apply (G is deterministic given z)."""
+    del mean
+    sampling = sampling or SampleConfig()
 
     def sample(params, key, n):
-        z_key, sn_key = jax.random.split(key)
-        z = jax.random.normal(z_key, (n, nets.latent_dim))  # [n, Z]
-        y = jnp.arange(n, dtype=jnp.int32) % nets.num_classes if nets.num_classes else None
-        x, _ = _forward(nets.generator, params[GENERATOR], {}, z, y, sn_key)
+        g = params[GENERATOR]
+        stats = standing_statistics(nets.generator, g, nets.latent_dim, nets.num_classes,
+                                    jax.random.fold_in(key, 1))
+        z = jax.random.normal(key, (n, nets.latent_dim))  # [n, Z]
+        y = sample_labels(n, sampling, nets.num_classes) if nets.num_classes else None
+        x = nets.generator.apply({"params": g, **stats}, z.astype(jax.tree.leaves(g)[0].dtype), y,
+                                 train=False)
         return x.astype(jnp.float32)  # [n, H, W, C]
 
     return sample
@@ -273,7 +318,8 @@ def experiment(model: GANConfig, *, data: DataConfig = _DIGITS, optim: OptimConf
 def _recipe(name: str, description: str, model: GANConfig, **kw) -> Recipe:
     return Recipe(name=name, description=description, config_cls=GANConfig,
                   default=experiment(model, **kw), build=_build, check=_check, init=_init,
-                  loss=_loss, sampler=_sampler, train_step=_train_step)
+                  loss=_loss, sampler=_sampler, train_step=_train_step,
+                  check_sampling=check_sampling)
 
 
 RECIPES: tuple[Recipe, ...] = (

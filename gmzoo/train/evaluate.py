@@ -19,11 +19,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from gmzoo.metrics import baselines, classifier, sample_quality
+from gmzoo.metrics import baselines, classifier, image, sample_quality
 from gmzoo.data.pipeline import ordered_batches
 from gmzoo import config as cfglib
 from gmzoo.config import ConfigError
-from gmzoo.train.loop import Run, heldout_metrics, load_run, sample_images, setup
+from gmzoo.train.loop import Run, heldout_metrics, load_run, sample_images, setup, translate_images
 
 # Training examples read for the baselines, the feature net and the FD reference (all of the
 # embedded sets; the first 10,000 of a large TFDS set).
@@ -85,11 +85,45 @@ def likelihood_report(run: Run, params: Any, test_x: np.ndarray, train_x: np.nda
     return out
 
 
+def ssim_window(image_shape: tuple[int, ...]) -> dict[str, float] | None:
+    """SSIM's Gaussian window for images of ``image_shape``: Wang et al.'s 11x11, sigma 1.5 when
+    it fits, else 7x7, sigma 0.8 (skimage's window for that sigma); ``None`` below 7 pixels."""
+    side = min(image_shape[:2])
+    if side >= 11:
+        return {"filter_size": 11, "filter_sigma": 1.5}
+    if side >= 7:
+        return {"filter_size": 7, "filter_sigma": 0.8}
+    return None
+
+
+def translation_report(run: Run, params: Any) -> dict:
+    """PSNR and SSIM (images in [0, 1], MAX = 1) of an image-to-image model's outputs against
+    the targets of the test split (at most ``eval.max_examples``), beside the same figures for
+    the recipe's model-free baseline, and the share of test images on which the model's PSNR
+    beats the baseline's."""
+    cfg = run.config
+    n = cfg.eval.max_examples or len(run.test_source)
+    t = translate_images(run, params, n, seed=cfg.eval.seed + 3)
+    window = ssim_window(run.image_shape)
+    out: dict[str, Any] = {"num_test": int(len(t.target)), "baseline": run.recipe.baseline}
+    psnr = {name: np.asarray(image.psnr(getattr(t, name), t.target)) for name in ("output", "baseline")}
+    for name, label in (("output", "model"), ("baseline", "baseline")):
+        out[f"PSNR {label} (dB)"] = float(np.mean(psnr[name]))
+        if window is not None:
+            out[f"SSIM {label}"] = float(np.mean(image.ssim(getattr(t, name), t.target, **window)))
+    out["share of images where the model's PSNR beats the baseline's"] = float(
+        np.mean(psnr["output"] > psnr["baseline"]))
+    if window is not None:
+        out["SSIM window"] = f"{window['filter_size']}x{window['filter_size']}, sigma {window['filter_sigma']}"
+    return out
+
+
 def sample_quality_report(run: Run, params: Any, test01: np.ndarray, train01: np.ndarray,
                           workdir: str) -> dict:
     """FD and KID of ``n`` model samples against the training images, beside the same figures
     for ``n`` held-out real images (n = min(eval.num_samples, test size), so both sides carry
-    the same small-sample bias)."""
+    the same small-sample bias). For an image-to-image model, pass the translation targets of
+    the two splits as ``test01`` and ``train01``: its samples are its outputs on the test split."""
     cfg = run.config
     src = run.train_source
     raw = _raw_split(src, 1000, MAX_TRAIN_EXAMPLES)
@@ -133,9 +167,15 @@ def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool 
                                  sampler=cfg.sample.sampler or run.recipe.samplers[0])
     report["likelihood"] = likelihood_report(run, params, test_x, train_x, levels(test_raw),
                                              levels(train_raw))
-    report["sample_quality"] = sample_quality_report(
-        run, params, np.asarray(run.space.to_display(test_x)),
-        np.asarray(run.space.to_display(train_x)), workdir)
+    test01, train01 = (np.asarray(run.space.to_display(a)) for a in (test_x, train_x))
+    if run.recipe.translate is not None:
+        report["translation"] = translation_report(run, params)
+        # The outputs are compared with what the targets look like (for unpaired models the
+        # other domain), not with the inputs' data set.
+        test01, train01 = (translate_images(run, params, len(a), seed=cfg.eval.seed + 4,
+                                            split=split).target
+                           for a, split in ((test_x, "test"), (train_x, "train")))
+    report["sample_quality"] = sample_quality_report(run, params, test01, train01, workdir)
     path = _write_new(os.path.join(os.path.abspath(workdir), "eval"), f"step_{step:07d}", report)
     if verbose:
         print(format_report(report))
@@ -213,6 +253,11 @@ def format_report(report: dict) -> str:
         lines.append("  sampler: " + ", ".join(f"{k}={v}" for k, v in sm.items()))
     for k, v in report.get("heldout", {}).items():
         lines.append(f"  held-out {k:39s} {v:11.4f}")
+    if "translation" in report:
+        lines.append(f"  translation of the test split (baseline: {report['translation']['baseline']})")
+        for k, v in report["translation"].items():
+            if k != "baseline":
+                lines.append(f"  {k:48s} {v:11.4f}" if isinstance(v, float) else f"  {k:48s} {v:>11}")
     for k, v in report.get("sample_quality", {}).items():
         lines.append(f"  {k:48s} {v:11.4f}" if isinstance(v, float) else f"  {k:48s} {v:>11}")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from gmzoo.config import ConfigError, ExperimentConfig
 from gmzoo.data import registry
 from gmzoo.data.pipeline import BatchIterator, ordered_batches
 from gmzoo.data.preprocess import DataSpace, make_data_space
+from gmzoo.recipes.base import Translation
 from gmzoo.train import artifacts, parallel
 from gmzoo.train.checkpoint import Checkpointer
 from gmzoo.train.optim import make_optimizer
@@ -73,6 +74,13 @@ class Run:
             return {"loss": loss, **metrics}
 
         return jax.jit(metrics_of)
+
+    @functools.cached_property
+    def translate_fn(self) -> Callable:
+        """Compiled ``(params, raw_batch, prep_key, key) -> Translation`` of an image-to-image
+        model (``Recipe.translate``), outputs in the data space (built once)."""
+        translate, prepare = self.recipe.translate(self.config.model, self.module), self.space.prepare
+        return jax.jit(lambda params, batch, prep_key, key: translate(params, prepare(batch, prep_key), key))
 
     @functools.lru_cache(maxsize=2)
     def sample_fn(self, mean: bool) -> Callable:
@@ -133,13 +141,13 @@ def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
 def check_sampling(recipe: zoo.Recipe, config: ExperimentConfig) -> None:
     """Refuses ``sample.*`` options the model cannot take (before any compute)."""
     changed = cfglib.diff(config.sample, cfglib.SampleConfig())
-    if not recipe.samplers:
+    if not recipe.samplers and recipe.check_sampling is None:
         if changed:
             raise ConfigError(f"model {recipe.name} has one sampler and no sampler options; "
                               f"sample.{', sample.'.join(changed)} apply to diffusion models")
         return
     name = config.sample.sampler
-    if name and name not in recipe.samplers:
+    if name and recipe.samplers and name not in recipe.samplers:
         raise ConfigError(f"sample.sampler={name!r}: model {recipe.name} takes "
                           f"{', '.join(recipe.samplers)}")
     if recipe.check_sampling is not None:
@@ -193,9 +201,40 @@ def heldout_metrics(run: Run, params: Any, *, limit: int = 0) -> dict[str, float
     return {k: v / count for k, v in totals.items()}
 
 
+def translate_images(run: Run, params: Any, n: int, seed: int, *, split: str = "test") -> Translation:
+    """The first ``n`` examples of ``split`` (all of it if smaller) through an image-to-image
+    model: a :class:`~gmzoo.recipes.base.Translation` of ``[n, H, W, C]`` arrays in [0, 1].
+    Batch i (``eval.batch_size`` rows) is prepared with ``fold_in(key(seed), i)`` and
+    translated with ``fold_in(key(seed + 1), i)``, so a seed gives the same translations."""
+    if run.recipe.translate is None:
+        raise ConfigError(f"model {run.recipe.name} is not an image-to-image model")
+    source = run.test_source if split == "test" else run.train_source
+    prep_key, key = jax.random.key(seed), jax.random.key(seed + 1)
+    parts = [jax.device_get(jax.tree.map(run.space.to_display,
+                                         run.translate_fn(params, batch, jax.random.fold_in(prep_key, i),
+                                                          jax.random.fold_in(key, i))))
+             for i, batch in enumerate(ordered_batches(source, run.config.eval.batch_size, n))]
+    return Translation(*(np.concatenate([np.asarray(p[f]) for p in parts])
+                             for f in range(len(Translation._fields))))
+
+
+def save_samples(run: Run, params: Any, path: str, n: int, seed: int) -> str:
+    """A grid of ``n`` samples at ``path``; for an image-to-image model, ``n`` test examples as
+    triples source | output | target."""
+    if run.recipe.translate is None:
+        return artifacts.save_grid(path, sample_images(run, params, n, seed))
+    t = translate_images(run, params, n, seed)
+    triples = np.stack([t.source, t.output, t.target], axis=1)  # [n, 3, H, W, C]
+    per_row = int(np.ceil(np.sqrt(len(triples) / 3)))
+    return artifacts.save_grid(path, triples.reshape(-1, *triples.shape[2:]), ncol=3 * per_row)
+
+
 def sample_images(run: Run, params: Any, n: int, seed: int, *, mean: bool = True) -> np.ndarray:
     """``n`` samples from the model mapped to [0, 1], ``[n, H, W, C]``: the decoder's mean
-    (``mean=True``, for grids) or draws from the model's likelihood (for sample metrics)."""
+    (``mean=True``, for grids) or draws from the model's likelihood (for sample metrics). An
+    image-to-image model's samples are its outputs on the first ``n`` test examples."""
+    if run.recipe.translate is not None:
+        return translate_images(run, params, n, seed).output
     key, chunk = jax.random.key(seed), run.recipe.sample_batch
     if not chunk or n <= chunk:
         x = run.sample_fn(mean)(params, key, n)
@@ -344,8 +383,8 @@ def train(config: ExperimentConfig, workdir: str, *, resume: bool = False,
             if tcfg.eval_every and due(tcfg.eval_every):
                 log.write(step, "eval", heldout_metrics(run, state.ema_params))
             if tcfg.sample_every and due(tcfg.sample_every) and lead:
-                images = sample_images(run, state.ema_params, 64, seed=config.eval.seed)
-                artifacts.save_grid(os.path.join(samples_dir, f"step_{step:07d}.png"), images)
+                save_samples(run, state.ema_params, os.path.join(samples_dir, f"step_{step:07d}.png"),
+                             64, seed=config.eval.seed)
             if due(tcfg.checkpoint_every):
                 ckpt.save(step, state, data_state=batches.get_state(), config=config_dict)
                 last_saved = step

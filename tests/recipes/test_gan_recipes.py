@@ -127,6 +127,24 @@ def test_conditional_generator_follows_the_label():
     assert not np.allclose(a[0], a[1])
 
 
+def test_conditional_sampler_draws_the_requested_class(trained, tmp_path):
+    """`gmzoo sample --class 3` gives G(z, 3) for every z: a class-3 sampler's images equal the
+    in-turn sampler's images at the rows it gives class 3 (rows 3, 13), for the same key."""
+    from gmzoo.cli import main
+
+    workdir = trained("cgan")[0]
+    run, state = load_run(workdir)
+    in_turn = run.sample_fn(True)(state.ema_params, jax.random.key(0), 20)
+    run3, _ = load_run(workdir, overrides=["sample.class_label=3"])
+    only3 = run3.sample_fn(True)(state.ema_params, jax.random.key(0), 20)
+    np.testing.assert_allclose(only3[3], in_turn[3], atol=1e-5)
+    np.testing.assert_allclose(only3[13], in_turn[13], atol=1e-5)
+    assert not np.allclose(only3[4], in_turn[4])  # row 4 was class 4
+    out = tmp_path / "three.png"
+    main(["sample", "--workdir", workdir, "--class", "3", "--n", "4", "--out", str(out)])
+    assert out.exists()
+
+
 @pytest.mark.parametrize("name, extra, words", [
     ("dcgan", ["model.loss=wasserstien"], "model.loss"),
     ("dcgan", ["data.scale=unit"], "data.scale=symmetric"),
@@ -136,7 +154,9 @@ def test_conditional_generator_follows_the_label():
     ("dcgan", ["model.conditioning=film"], "model.conditioning"),
     ("dcgan", ["model.d_steps=0"], "model.d_steps"),
     ("cgan", ["model.num_classes=5"], "model.num_classes=10"),
-    ("cgan", ["sample.class_label=3"], "one sampler"),
+    ("cgan", ["sample.steps=3"], "one sampler"),
+    ("dcgan", ["sample.class_label=3"], "unconditional"),
+    ("cgan", ["sample.class_label=10"], "classes 0..9"),
 ])
 def test_refusals_are_one_line_and_before_compute(name, extra, words, tmp_path):
     workdir = tmp_path / "run"

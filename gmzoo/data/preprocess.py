@@ -78,3 +78,17 @@ def make_data_space(cfg: DataConfig, num_levels: int) -> DataSpace:
                      num_levels=2 if binarized else num_levels,
                      discrete=binarized or not cfg.dequantize,
                      dequantization_nats_per_dim=offset)
+
+
+def make_point_space(cfg: DataConfig) -> DataSpace:
+    """The data space of a point set (``gmzoo.data.toys``): the points as they are, float32,
+    continuous (no levels); ``to_display`` is the identity too (points are plotted, not shown
+    as images). Image options (``binarize``, ``dequantize``, ``scale``) are refused by the
+    spine's setup."""
+    del cfg
+
+    def prepare(batch: dict, key: jax.Array) -> dict:
+        del key
+        return {**batch, "image": jnp.asarray(batch["image"], jnp.float32)}
+
+    return DataSpace(prepare=prepare, to_display=lambda x: x, num_levels=0, discrete=False)

@@ -1,6 +1,7 @@
 """Data sets by name: one explicit table of the embedded sets, and TFDS for the rest.
 
-`load("digits", "train")` and `load("mnist5k", "test")` need nothing but installed packages.
+`load("digits", "train")` and `load("mnist5k", "test")` need nothing but installed packages, as
+do the 2-D toy point sets of `gmzoo.data.toys.TOY_SETS` (`load("ring8", "train")`).
 Any other name is read from TFDS (prepared offline, see tfds_source.py): a name from
 `TFDS_IMAGE_SETS`, or any TFDS image set spelled "tfds:NAME" (e.g. "tfds:cifar10",
 "tfds:celeb_a:2.1.0").
@@ -13,8 +14,10 @@ from collections.abc import Callable
 from gmzoo.data.embedded import load_digits, load_mnist5k
 from gmzoo.data.source import ArraySource, Source
 from gmzoo.data.tfds_source import DatasetUnavailableError, load_tfds
+from gmzoo.data.toys import TOY_SETS, PointSource, load_toy
 
-__all__ = ["DATASETS", "TFDS_IMAGE_SETS", "DatasetUnavailableError", "list_datasets", "load"]
+__all__ = ["DATASETS", "TFDS_IMAGE_SETS", "TOY_SETS", "DatasetUnavailableError", "is_points",
+           "list_datasets", "load"]
 
 DATASETS: dict[str, Callable[[str], ArraySource]] = {
     "digits": load_digits,  # 8x8, 17 levels, train 1,437 / test 360
@@ -37,8 +40,14 @@ TFDS_PREFIX = "tfds:"
 
 
 def list_datasets() -> list[str]:
-    """Names `load` accepts: the embedded sets, then the known TFDS sets (plus any "tfds:NAME")."""
-    return [*DATASETS, *TFDS_IMAGE_SETS]
+    """Names `load` accepts: the embedded sets, the toy point sets, then the known TFDS sets
+    (plus any "tfds:NAME")."""
+    return [*DATASETS, *TOY_SETS, *TFDS_IMAGE_SETS]
+
+
+def is_points(source: Source) -> bool:
+    """Whether `source` is a set of points (a toy set) rather than of images."""
+    return isinstance(source, PointSource)
 
 
 def load(name: str, split: str, data_dir: str | None = None) -> Source:
@@ -49,6 +58,8 @@ def load(name: str, split: str, data_dir: str | None = None) -> Source:
     """
     if name in DATASETS:
         return DATASETS[name](split)
+    if name in TOY_SETS:
+        return load_toy(name, split)
     if name.startswith(TFDS_PREFIX) and len(name) > len(TFDS_PREFIX):
         return load_tfds(name[len(TFDS_PREFIX) :], split, data_dir)
     if name in TFDS_IMAGE_SETS:

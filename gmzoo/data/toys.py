@@ -1,15 +1,28 @@
-"""2-D toy distributions, sampled in JAX: each returns float32 [n, 2] (batch `{"x": ...}`).
+"""2-D toy distributions, sampled in JAX, and the point sets built from them.
 
-The samplers are jitted with `n` (and `num_modes`) static: each is one compiled call.
+The samplers return float32 [n, 2]; they are jitted with `n` (and `num_modes`) static: each is
+one compiled call.
+
+`load_toy(name, split)` gives a fixed data set of one of `TOY_SETS` as a `PointSource`, the same
+random-access interface as the image sets (`gmzoo.data.source`): `gmzoo train gan_toy` trains on
+`ring8` through the spine like any image model. Train and test splits are drawn once with fixed
+keys (10,000 and 2,000 points).
+
+- `ring8`: 8 Gaussians on a circle of radius 2, std 0.05 (Metz et al. 2017).
+- `grid25`: 25 Gaussians on the grid {-4, -2, 0, 2, 4}^2, std 0.05 (Dumoulin et al. 2017, ALI;
+  Srivastava et al. 2017, VEEGAN; Lin et al. 2018, PacGAN).
+- `moons`, `swiss_roll`: no modes; sample quality is the energy distance to the training set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _check_n(n: int) -> None:
@@ -65,3 +78,85 @@ def swiss_roll(key: jax.Array, n: int, noise: float = 0.05) -> jax.Array:
     t = 1.5 * math.pi * (1.0 + 2.0 * jax.random.uniform(key_t, (n,)))  # [n]
     points = jnp.stack([t * jnp.cos(t), t * jnp.sin(t)], axis=-1) / 5.0  # [n, 2]
     return (points + noise * jax.random.normal(key_noise, (n, 2))).astype(jnp.float32)
+
+
+def grid_centres(side: int = 5, spacing: float = 2.0) -> jax.Array:
+    """Centres of a side x side grid, spacing apart, centred on 0: float32 [side^2, 2], row-major
+    (for side 5: {-4, -2, 0, 2, 4}^2)."""
+    if side < 1:
+        raise ValueError(f"side must be >= 1, got {side}")
+    axis = spacing * (jnp.arange(side) - (side - 1) / 2.0)  # [side]
+    xs, ys = jnp.meshgrid(axis, axis, indexing="ij")
+    return jnp.stack([xs.ravel(), ys.ravel()], axis=-1).astype(jnp.float32)
+
+
+def _mixture(key: jax.Array, n: int, centres: jax.Array, std: float) -> tuple[jax.Array, jax.Array]:
+    """n draws of the equal mixture of N(c_k, std^2 I): (points [n, 2], component [n])."""
+    key_mode, key_noise = jax.random.split(key)
+    modes = jax.random.randint(key_mode, (n,), 0, centres.shape[0])  # [n]
+    points = centres[modes] + std * jax.random.normal(key_noise, (n, centres.shape[1]))
+    return points.astype(jnp.float32), modes.astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PointSource:
+    """An in-memory set of 2-D points: items `{"image": float32 [2], "label": int32 []}` (the
+    spine's batches call every example "image"; here it is a point). `label` is the mixture
+    component (`ring8`, `grid25`) or the moon; `centres` and `std` describe the mixture, for
+    mode coverage (None / 0 for sets without modes)."""
+
+    name: str
+    points: np.ndarray  # float32 [N, 2]
+    labels: np.ndarray  # int32 [N]
+    num_classes: int
+    centres: np.ndarray | None = None  # float32 [M, 2]
+    std: float = 0.0
+    num_levels: int = 0  # not quantised
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.points.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {"image": self.points[index], "label": self.labels[index]}
+
+    def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        return {"image": self.points[indices], "label": self.labels[indices]}
+
+
+TOY_SPLITS = {"train": (10_000, 0), "test": (2_000, 1)}  # split -> (size, key)
+
+
+def _toy(name: str, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array, jax.Array | None, float, int]:
+    """(points, labels, centres, std, num_classes) of toy set `name`."""
+    if name == "ring8":
+        centres, std = ring_centres(8, 2.0), 0.05
+        return (*_mixture(key, n, centres, std), centres, std, 8)
+    if name == "grid25":
+        centres, std = grid_centres(5, 2.0), 0.05
+        return (*_mixture(key, n, centres, std), centres, std, 25)
+    if name == "moons":
+        return moons(key, n), (jnp.arange(n) >= n // 2).astype(jnp.int32), None, 0.0, 2
+    return swiss_roll(key, n), jnp.zeros((n,), jnp.int32), None, 0.0, 1
+
+
+TOY_SETS: tuple[str, ...] = ("ring8", "grid25", "moons", "swiss_roll")
+
+
+def load_toy(name: str, split: str) -> PointSource:
+    """Split "train" (10,000 points) or "test" (2,000) of toy set `name` (one of `TOY_SETS`),
+    drawn with a fixed key per set and split."""
+    if name not in TOY_SETS:
+        raise ValueError(f"unknown toy set {name!r}; choose one of {', '.join(TOY_SETS)}")
+    if split not in TOY_SPLITS:
+        raise ValueError(f"{name} has splits 'train' and 'test', got {split!r}")
+    n, index = TOY_SPLITS[split]
+    key = jax.random.fold_in(jax.random.key(TOY_SETS.index(name)), index)
+    points, labels, centres, std, k = _toy(name, key, n)
+    return PointSource(name=name, points=np.asarray(points, np.float32),
+                       labels=np.asarray(labels, np.int32), num_classes=k,
+                       centres=None if centres is None else np.asarray(centres, np.float32),
+                       std=float(std))

@@ -66,6 +66,9 @@ class Recipe:
         translations of the test split: grids of source | output | target, FD/KID of the
         outputs, and PSNR/SSIM of the output and of the baseline against the target.
       baseline: what ``Translation.baseline`` is, e.g. ``"bicubic upsampling"``.
+      data_kinds: the kinds of data set the model takes: ``"images"`` (digits, mnist5k, TFDS)
+        and/or ``"points"`` (the 2-D toy sets of :mod:`gmzoo.data.toys`, whose "image" is a
+        point ``[2]``); the spine refuses the others before any compute.
     """
 
     name: str
@@ -86,6 +89,7 @@ class Recipe:
     train_step: Callable[..., tuple[Any, Callable]] | None = None
     translate: Callable[[Any, nn.Module], Callable] | None = None
     baseline: str = ""
+    data_kinds: tuple[str, ...] = ("images",)
 
 
 def sample_labels(n: int, sampling: Any, num_classes: int) -> jax.Array:

@@ -1,4 +1,5 @@
-"""Recipes of the GAN family: ``dcgan``, ``cgan`` and ``wgan_gp`` on image data in [-1, 1].
+"""Recipes of the GAN family: ``gan_toy`` on 2-D point sets, ``dcgan``, ``cgan`` and ``wgan_gp``
+on image data in [-1, 1].
 
 A GAN is two players, not one loss minimised by one optimizer, so the recipe fills in the
 spine's ``train_step`` hook: :func:`gmzoo.train.gan_step.make_gan_train_step` with one Adam per
@@ -9,6 +10,9 @@ the spine's ``TrainState`` under ``"generator"`` / ``"discriminator"``:
     params       {"generator": g, "discriminator": d}
     model_state  {"generator": {"batch_stats": ...}[, "discriminator": {"batch_stats": ...}]}
 
+- ``gan_toy`` (Goodfellow et al. 2014 on Metz et al. 2017's ring): MLP players on ``ring8``
+  (or ``grid25``, ``moons``, ``swiss_roll``), z in R^2, the non-saturating loss; ``gmzoo
+  evaluate`` reports modes covered, the high-quality share and the energy distance.
 - ``dcgan`` (Radford et al. 2016): DCGAN networks with batch norm, the non-saturating loss.
 - ``cgan`` (Mirza & Osindero 2014): the same, conditioned on the batch's labels; the generator
   concatenates a label embedding to z, the discriminator is a projection discriminator
@@ -52,12 +56,15 @@ class GANConfig:
     ``optim.learning_rate``); the discriminator's is ``optim`` with ``d_learning_rate``."""
 
     name: str = "dcgan"
+    architecture: str = "dcgan"  # dcgan (images) | mlp (dense layers `hidden`; point sets, images)
+    hidden: tuple[int, ...] = (64, 64)  # mlp: widths of both players' hidden layers
     latent_dim: int = 64
     features: int = 32  # F: widths F and 2F of both networks
     loss: str = "non_saturating"  # minimax | non_saturating | hinge | least_squares | wasserstein
     d_steps: int = 1  # discriminator updates per generator update
     d_learning_rate: float = 2e-4
     gp_weight: float = 0.0  # lambda of the gradient penalty (WGAN-GP: 10); 0: none
+    gp_one_sided: bool = False  # penalise only norms above 1, max(0, |grad| - 1)^2
     batch_norm: bool = True  # batch norm in the discriminator (never with a gradient penalty)
     spectral_norm: bool = False  # spectral norm on every discriminator weight (replaces its BN)
     conditional: bool = False
@@ -78,11 +85,23 @@ class GANNets:
 
 # --- checks -------------------------------------------------------------------------------
 
-def _check(config: ExperimentConfig, image_shape: tuple[int, int, int]) -> None:
+ARCHITECTURES = ("dcgan", "mlp")
+
+
+def _check(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
     m, d = config.model, config.data
-    error = gan_models.dcgan_image_shape_error(tuple(image_shape))
-    if error:
-        raise ConfigError(f"{d.name} images {tuple(image_shape)} do not fit model {m.name}: {error}")
+    points = len(image_shape) == 1
+    if m.architecture not in ARCHITECTURES:
+        raise ConfigError(f"model.architecture={m.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if m.architecture == "dcgan" and points:
+        raise ConfigError(f"model.architecture=dcgan needs images; {d.name} is a set of 2-D points: "
+                          "use gan_toy (or model.architecture=mlp)")
+    if m.architecture == "dcgan":
+        error = gan_models.dcgan_image_shape_error(tuple(image_shape))
+        if error:
+            raise ConfigError(f"{d.name} images {tuple(image_shape)} do not fit model {m.name}: {error}")
+    if not m.hidden or any(h < 1 for h in m.hidden):
+        raise ConfigError(f"model.hidden={m.hidden} must be one or more positive widths")
     if m.loss not in gan_losses.GAN_LOSSES:
         raise ConfigError(f"model.loss={m.loss!r}; choose one of {', '.join(gan_losses.GAN_LOSSES)}")
     if m.conditioning not in gan_models.CONDITIONINGS:
@@ -97,11 +116,11 @@ def _check(config: ExperimentConfig, image_shape: tuple[int, int, int]) -> None:
         raise ConfigError(f"model.d_learning_rate={m.d_learning_rate} must be > 0")
     if m.gp_weight < 0:
         raise ConfigError(f"model.gp_weight={m.gp_weight} must be >= 0")
-    if m.gp_weight > 0 and m.batch_norm and not m.spectral_norm:
+    if m.gp_weight > 0 and m.batch_norm and not m.spectral_norm and m.architecture == "dcgan":
         raise ConfigError(f"model.gp_weight={m.gp_weight} needs a discriminator without batch norm "
                           "(it couples the examples whose input gradients the penalty takes): set "
                           "model.batch_norm=false")
-    if d.binarize != "none" or d.scale != "symmetric":
+    if not points and (d.binarize != "none" or d.scale != "symmetric"):
         raise ConfigError(f"model {m.name} generates images in [-1, 1] (tanh): set "
                           "data.binarize=none data.scale=symmetric")
 
@@ -111,6 +130,14 @@ def _check(config: ExperimentConfig, image_shape: tuple[int, int, int]) -> None:
 def _build(m: GANConfig, image_shape, num_levels) -> GANNets:
     k = m.num_classes if m.conditional else 0
     shape = tuple(int(s) for s in image_shape)
+    if m.architecture == "mlp":  # points: unbounded outputs; images: tanh into [-1, 1]
+        g = gan_models.MLPGenerator(out_shape=shape, hidden=m.hidden, num_classes=k,
+                                    output_activation=None if len(shape) == 1 else jnp.tanh,
+                                    label_features=m.label_features)
+        d = gan_models.MLPDiscriminator(hidden=m.hidden, spectral_norm=m.spectral_norm,
+                                        num_classes=k, conditioning=m.conditioning,
+                                        label_features=m.label_features)
+        return GANNets(g, d, m.latent_dim, k)
     g = gan_models.DCGANGenerator(image_shape=shape, latent_dim=m.latent_dim, features=m.features,
                                   num_classes=k, label_features=m.label_features)
     d = gan_models.DCGANDiscriminator(image_shape=shape, features=m.features,
@@ -177,7 +204,7 @@ def _objectives(m: GANConfig, nets: GANNets) -> tuple[Callable, Callable]:
                    "fake_score": jnp.mean(fake_logits.astype(jnp.float32))}
         if m.gp_weight > 0:
             critic = lambda x: _forward(D, d, d_state, x, y, sn_key)[0]
-            gp = gan_losses.gradient_penalty(critic, real, fake, gp_key)
+            gp = gan_losses.gradient_penalty(critic, real, fake, gp_key, one_sided=m.gp_one_sided)
             loss = loss + m.gp_weight * gp
             metrics["gradient_penalty"] = gp
         new_state = dict(model_state)
@@ -315,14 +342,21 @@ def experiment(model: GANConfig, *, data: DataConfig = _DIGITS, optim: OptimConf
                                     eval=EvalConfig(num_samples=1000, batch_size=120))
 
 
-def _recipe(name: str, description: str, model: GANConfig, **kw) -> Recipe:
+def _recipe(name: str, description: str, model: GANConfig, data_kinds=("images",), **kw) -> Recipe:
     return Recipe(name=name, description=description, config_cls=GANConfig,
                   default=experiment(model, **kw), build=_build, check=_check, init=_init,
                   loss=_loss, sampler=_sampler, train_step=_train_step,
-                  check_sampling=check_sampling)
+                  check_sampling=check_sampling, data_kinds=data_kinds)
 
 
 RECIPES: tuple[Recipe, ...] = (
+    # The ring test's setup (tests/train/test_gan_ring.py): z in R^2, (64, 64) MLPs, batch 256,
+    # Adam(1e-3, 0.5, 0.9) for both players.
+    _recipe("gan_toy", "MLP GAN, non-saturating loss, on 2-D point sets (ring8 of 8 Gaussians)",
+            GANConfig(name="gan_toy", architecture="mlp", latent_dim=2, batch_norm=False,
+                      d_learning_rate=1e-3),
+            data=DataConfig(name="ring8"), optim=dataclasses.replace(_OPTIM, learning_rate=1e-3, b2=0.9),
+            data_kinds=("points", "images"), batch_size=256, sample_every=1000),
     _recipe("dcgan", "DCGAN, non-saturating loss, batch norm (digits in [-1, 1])",
             GANConfig(name="dcgan")),
     _recipe("cgan", "conditional DCGAN: label embedding in G, projection discriminator",

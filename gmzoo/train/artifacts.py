@@ -35,6 +35,42 @@ def save_grid(path: str, images01: np.ndarray, **kwargs: Any) -> str:
     return path
 
 
+def scatter_plot(points: np.ndarray, *, reference: np.ndarray | None = None, size: int = 512,
+                 margin: float = 0.05) -> np.ndarray:
+    """2-D ``points [N, 2]`` drawn as black 2x2 dots on a white uint8 ``[size, size]`` canvas,
+    over ``reference [M, 2]`` (e.g. the training set) in light grey; the view is the bounding
+    square of the reference (else of the points) plus ``margin``, and points outside it are
+    left out (so a diverged generator shows as an empty plot, not a squashed one). x grows to
+    the right, y upwards."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    frame = points if reference is None else np.asarray(reference, np.float64).reshape(-1, 2)
+    frame = frame[np.all(np.isfinite(frame), axis=1)]
+    lo, hi = (frame.min(0), frame.max(0)) if len(frame) else (np.zeros(2), np.ones(2))
+    centre, half = (lo + hi) / 2, max(float(np.max(hi - lo)) / 2, 1e-6) * (1 + 2 * margin)
+    canvas = np.full((size, size), 255, np.uint8)
+
+    def draw(xy: np.ndarray, value: int) -> None:
+        xy = xy[np.all(np.isfinite(xy), axis=1)]
+        pix = np.floor((xy - centre + half) / (2 * half) * (size - 2)).astype(np.int64)  # [n, 2]
+        keep = np.all((pix >= 0) & (pix <= size - 2), axis=1)
+        col, row = pix[keep, 0], (size - 2) - pix[keep, 1]
+        for dr in (0, 1):
+            for dc in (0, 1):
+                canvas[row + dr, col + dc] = value
+
+    if reference is not None:
+        draw(np.asarray(reference, np.float64).reshape(-1, 2), 200)
+    draw(points, 0)
+    return canvas
+
+
+def save_scatter(path: str, points: np.ndarray, **kwargs: Any) -> str:
+    """:func:`scatter_plot` as a PNG at ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.fromarray(scatter_plot(points, **kwargs)).save(path)
+    return path
+
+
 class MetricsLog:
     """Appends metrics to ``metrics.jsonl`` and TensorBoard events (tensorboardX)."""
 

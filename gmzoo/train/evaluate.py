@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gmzoo.metrics import baselines, classifier, image, sample_quality
+from gmzoo.metrics import baselines, classifier, image, modes, points, sample_quality
 from gmzoo.data.pipeline import ordered_batches
 from gmzoo import config as cfglib
 from gmzoo.config import ConfigError
@@ -148,6 +148,33 @@ def sample_quality_report(run: Run, params: Any, test01: np.ndarray, train01: np
             "num_samples": int(n), "sampling seconds (incl. compile)": round(sample_seconds, 2)}
 
 
+def point_quality_report(run: Run, params: Any) -> dict:
+    """Sample quality on a 2-D point set: the energy distance (``gmzoo.metrics.points``) of
+    ``n`` samples to the training set, beside that of ``n`` held-out points (n = min(
+    eval.num_samples, test size)); for a mixture (``ring8``, ``grid25``) also mode coverage
+    (``gmzoo.metrics.modes``: modes with at least ceil(n / 5M) samples within 3 std of their
+    centre, the share of such samples, and KL of their modes' histogram to uniform) of the
+    samples and of the held-out points."""
+    cfg, src = run.config, run.train_source
+    n = min(cfg.eval.num_samples, len(run.test_source))
+    start = time.perf_counter()
+    fake = sample_images(run, params, n, seed=cfg.eval.seed + 2, mean=False)  # [n, 2]
+    sample_seconds = time.perf_counter() - start
+    held_out = run.test_source.points[:n]
+    out: dict[str, Any] = {
+        f"energy distance-{cfg.data.name} (samples vs train)": points.energy_distance(fake, src.points),
+        f"energy distance-{cfg.data.name} reference (held-out vs train)":
+            points.energy_distance(held_out, src.points)}
+    if src.centres is not None:
+        for label, x in (("samples", fake), ("held-out reference", held_out)):
+            cov = modes.mode_coverage(x, src.centres, src.std)  # NaN: no mode
+            out[f"modes covered ({label}), of {cov['num_modes']}"] = cov["modes_covered"]
+            out[f"high-quality share ({label})"] = cov["high_quality_share"]
+            out[f"KL to uniform over modes ({label})"] = cov["kl_to_uniform"]
+    out.update({"num_samples": int(n), "sampling seconds (incl. compile)": round(sample_seconds, 2)})
+    return out
+
+
 def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool = True) -> dict:
     """Evaluates the latest checkpoint in ``workdir`` (EMA parameters) and writes
     ``<workdir>/eval/step_<N>.json``."""
@@ -155,6 +182,11 @@ def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool 
     params = state.ema_params
     cfg = run.config
     step = int(jax.device_get(state.step))
+    if run.points:  # no pixels: no per-pixel baselines, no feature net
+        report = {"model": cfg.model.name, "data": cfg.data.name, "step": step,
+                  "heldout": heldout_metrics(run, params, limit=cfg.eval.max_examples),
+                  "sample_quality": point_quality_report(run, params)}
+        return _finish(workdir, step, report, verbose)
     limit = cfg.eval.max_examples
     test_raw = _raw_split(run.test_source, cfg.eval.batch_size, limit)
     train_raw = _raw_split(run.train_source, cfg.eval.batch_size, MAX_TRAIN_EXAMPLES)
@@ -176,6 +208,10 @@ def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool 
                                             split=split).target
                            for a, split in ((test_x, "test"), (train_x, "train")))
     report["sample_quality"] = sample_quality_report(run, params, test01, train01, workdir)
+    return _finish(workdir, step, report, verbose)
+
+
+def _finish(workdir: str, step: int, report: dict, verbose: bool) -> dict:
     path = _write_new(os.path.join(os.path.abspath(workdir), "eval"), f"step_{step:07d}", report)
     if verbose:
         print(format_report(report))

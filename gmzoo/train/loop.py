@@ -25,7 +25,7 @@ from gmzoo import zoo
 from gmzoo.config import ConfigError, ExperimentConfig
 from gmzoo.data import registry
 from gmzoo.data.pipeline import BatchIterator, ordered_batches
-from gmzoo.data.preprocess import DataSpace, make_data_space
+from gmzoo.data.preprocess import DataSpace, make_data_space, make_point_space
 from gmzoo.recipes.base import Translation
 from gmzoo.train import artifacts, parallel
 from gmzoo.train.checkpoint import Checkpointer
@@ -54,11 +54,16 @@ class Run:
     config: ExperimentConfig
     recipe: zoo.Recipe
     module: Any
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]  # [H, W, C], or [2] for a point set
     space: DataSpace
     train_source: Any
     test_source: Any
     mesh: Any
+
+    @property
+    def points(self) -> bool:
+        """Whether the data are 2-D points (a toy set) rather than images."""
+        return registry.is_points(self.train_source)
 
     @property
     def loss_fn(self):
@@ -118,6 +123,18 @@ def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
     if config.train.batch_size > n_train:
         raise ConfigError(f"train.batch_size={config.train.batch_size} is larger than the "
                           f"{d.name} training split ({n_train} examples); use at most {n_train}")
+    kind = "points" if registry.is_points(train_source) else "images"
+    if kind not in recipe.data_kinds:
+        other = [r.name for r in zoo.models().values() if kind in r.data_kinds]
+        what = ("a set of 2-D points" if kind == "points" else "an image data set")
+        raise ConfigError(f"data.name={d.name!r} is {what}, and model {recipe.name} takes "
+                          f"{' or '.join(recipe.data_kinds)}; models for {kind}: {', '.join(other)}")
+    if kind == "points":
+        changed = [k for k in ("binarize", "scale", "dequantize")
+                   if getattr(d, k) != getattr(cfglib.DataConfig(), k)]
+        if changed:
+            raise ConfigError(f"data.{', data.'.join(changed)} apply to images; {d.name} is a set "
+                              "of 2-D points, used as they are: leave them at their defaults")
     image_shape = tuple(int(s) for s in np.shape(train_source[0]["image"]))
     num_classes = getattr(config.model, "num_classes", 0)
     uses_labels = getattr(config.model, "conditional", False) or getattr(config.model, "classifier", False)
@@ -133,7 +150,7 @@ def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
         raise ConfigError(f"train.batch_size={config.train.batch_size} must be a multiple of the "
                           f"number of processes ({jax.process_count()})")
     num_levels = int(getattr(train_source, "num_levels", 256))
-    space = make_data_space(d, num_levels)
+    space = make_point_space(d) if kind == "points" else make_data_space(d, num_levels)
     module = recipe.build(config.model, image_shape, space.num_levels)
     return Run(config, recipe, module, image_shape, space, train_source, test_source, mesh)
 
@@ -220,7 +237,11 @@ def translate_images(run: Run, params: Any, n: int, seed: int, *, split: str = "
 
 def save_samples(run: Run, params: Any, path: str, n: int, seed: int) -> str:
     """A grid of ``n`` samples at ``path``; for an image-to-image model, ``n`` test examples as
-    triples source | output | target."""
+    triples source | output | target; for a point set, a scatter plot of ``max(n, 1000)``
+    samples over the training points."""
+    if run.points:
+        return artifacts.save_scatter(path, sample_images(run, params, max(n, 1000), seed),
+                                      reference=run.train_source.points)
     if run.recipe.translate is None:
         return artifacts.save_grid(path, sample_images(run, params, n, seed))
     t = translate_images(run, params, n, seed)

@@ -112,10 +112,14 @@ def cmd_list(args: argparse.Namespace) -> None:
     for name, r in sorted(zoo.models().items()):
         print(f"  {name:12s} {r.description}")
     print("data sets (--set data.name=NAME):")
-    for line in registry.list_datasets():
-        print(f"  {line}")
+    for name in registry.list_datasets():
+        kind = ("2-D points (gan_toy)" if name in registry.TOY_SETS
+                else "embedded images" if name in registry.DATASETS else "TFDS images")
+        print(f"  {name:14s} {kind}")
     print("samplers (gmzoo sample --workdir DIR):")
     print("  ancestral    prior draw -> decoder (AE, VAE, hierarchical VAE: top layer down)")
+    print("  generator    x = G(z) (GANs; --class C for cgan); image-to-image models translate "
+          "test images (grids of source | output | target)")
     print("  diffusion models: --sampler NAME [--steps N] [--eta E] [--guidance W --guide "
           "free|classifier] [--class C]")
     for name, text in (("ddpm", "ancestral, all T steps (Ho et al. 2020)"),

@@ -11,6 +11,14 @@ medians over the runs that other processes left alone ("clean"; all runs if none
 the fastest timed block of all runs (steadier on a shared machine). JSON with every run goes to
 benchmarks/results/<name>.json.
 
+The GAN benchmarks (dcgan_digits, dcgan_mnist5k, wgan_gp_mnist5k; benchmarks/gan_step.py) time
+one GAN step, k discriminator updates then one generator update and its EMA, batch 64: gmzoo's
+step built as `gmzoo train dcgan|wgan_gp` builds it (recipe, loop.setup / init_state /
+optimizer_and_step; the scan row is the loop's compile_steps(scan_steps(...)) call) against the
+same players, losses, per-player Adam, k and EMA in torch. `python benchmarks/gan_step.py
+--framework check --model dcgan --data digits` (not timed) copies gmzoo's initial parameters
+into the torch twins and compares logits, outputs, losses and gradient norms.
+
 The DDPM sampler benchmarks (ddpm_sampler_*, benchmarks/diffusion_sampler.py) time whole samples
 of T denoising steps with gmzoo's compiled `ddpm_ancestral` against several references, each
 variant in its own process, alternating: a lax.scan of T bare U-Net calls (the sampler's
@@ -51,6 +59,15 @@ BENCHMARKS = {
                             batch=64),
     "ddpm_unet_medium": dict(script="diffusion_step.py", args=["--size", "medium"], steps=(40, 8), warmup=2,
                              batch=64),
+    # GAN steps (benchmarks/gan_step.py): k D updates + one G update + G's EMA, the recipes' defaults
+    # (latent 64, F 32, Adam 2e-4 b1 0.5): dcgan k = 1 (BN in both, non-saturating); wgan_gp k = 5
+    # (Wasserstein critic without BN + 10 x gradient penalty, a double backward; Adam b2 0.9).
+    "dcgan_digits": dict(script="gan_step.py", args=["--model", "dcgan", "--data", "digits", "--k", "1"],
+                         steps=(200, 40), warmup=5, batch=64),
+    "dcgan_mnist5k": dict(script="gan_step.py", args=["--model", "dcgan", "--data", "mnist5k", "--k", "1"],
+                          steps=(40, 10), warmup=3, batch=64),
+    "wgan_gp_mnist5k": dict(script="gan_step.py", args=["--model", "wgan_gp", "--data", "mnist5k", "--k", "5"],
+                            steps=(12, 4), warmup=2, batch=64),
 }
 
 # DDPM sampling with the same U-Nets (benchmarks/diffusion_sampler.py), batch 64: (full, quick)
@@ -308,7 +325,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repeats and steps (about 2 minutes)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per run (default per benchmark)")
     p.add_argument("--blocks", type=int, default=10, help="timed blocks per run (the fastest is kept too)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default per benchmark: 100, DDPM 64)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default per benchmark: 100, DDPM and GAN 64)")
     p.add_argument("--scan", type=int, default=None,
                    help="also time gmzoo's scan_steps with K steps per call, the compiled call of "
                         "`gmzoo train` (train.steps_per_call=K; default 1, quick 0 = off)")

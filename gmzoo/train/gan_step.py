@@ -29,9 +29,10 @@ One step, in this order, inside one compiled function:
    spine's warm-up ``ema_decay_at(ema_decay, step)``. ``ema_params["discriminator"]`` is d'.
 4. ``step += 1`` (one step = one generator update, whatever k).
 
-The k updates are a ``lax.scan`` with ``unroll=True``: the body is traced once, and a fully
-unrolled scan lowers to straight-line code with no while loop, so a conv discriminator stays on
-XLA:CPU's fast convolution kernels (a rolled scan body does not; see ``scan_steps``).
+The k updates are a ``lax.scan`` with ``unroll=True`` (the body is traced once; a rolled scan
+body keeps a conv discriminator off XLA:CPU's fast convolution kernels, see ``scan_steps``); for
+k = 1 the update is called directly, with no scan at all, because even a length-1 unrolled scan
+left 8 of a DCGAN step's convolutions in slow layouts (the step ran 3-8x slower).
 
 Batch statistics (``with_model_state``): both loss functions get the whole
 ``model_state={"generator": ..., "discriminator": ...}`` and return a whole new one, but each
@@ -211,8 +212,15 @@ def make_gan_train_step(
         xs = (_strided_chunks(batch, d_steps) if split_batch else None,
               jax.random.split(d_key, d_steps))
         start = (d0, state.opt_state[DISCRIMINATOR], state.model_state)
-        end, (d_losses, d_metrics, d_norms, d_finites) = jax.lax.scan(
-            d_update, start, xs, unroll=True)
+        if d_steps == 1:
+            # One update: no loop. XLA:CPU leaves the convolutions of even a length-1 scan in
+            # layouts its fast kernels do not take (a DCGAN step ran 3-8x slower; see
+            # ``scan_steps``, which does the same for one train step).
+            end, ys = d_update(start, jax.tree.map(lambda x: x[0], xs))
+            d_losses, d_metrics, d_norms, d_finites = jax.tree.map(lambda y: y[None], ys)
+        else:
+            end, (d_losses, d_metrics, d_norms, d_finites) = jax.lax.scan(
+                d_update, start, xs, unroll=True)
         d_finite = jnp.all(d_finites)
         # All or nothing: a non-finite update among the k reverts D to the start of the step.
         d, d_opt, model_state = _where(d_finite, end, start)

@@ -12,6 +12,9 @@ from typing import Any
 
 from gmzoo.config import ConfigError, ExperimentConfig
 from gmzoo.recipes import diffusion, gan, latent, score, vae
+from gmzoo.recipes import cyclegan
+from gmzoo.recipes import image2image
+from gmzoo.recipes import vae_gan
 from gmzoo.recipes.base import Recipe
 
 __all__ = ["MODELS", "Recipe", "experiment_from_dict", "get", "model_config_from_dict", "models"]
@@ -19,7 +22,8 @@ __all__ = ["MODELS", "Recipe", "experiment_from_dict", "get", "model_config_from
 
 MODELS: dict[str, Recipe] = {r.name: r for r in (*vae.RECIPES, *diffusion.RECIPES,
                                                  *score.RECIPES, *latent.RECIPES,
-                                                 *gan.RECIPES)}
+                                                 *gan.RECIPES, *cyclegan.RECIPES,
+                                                 *image2image.RECIPES, *vae_gan.RECIPES)}
 
 
 def models() -> dict[str, Recipe]:

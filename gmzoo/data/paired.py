@@ -49,6 +49,7 @@ __all__ = [
     "PairConfig",
     "bicubic_upsample",
     "dilate",
+    "domain_map",
     "downsample",
     "make_pair",
     "mask_side",
@@ -200,6 +201,15 @@ def dilate(images: ArrayLike) -> jax.Array:
     ).astype(images.dtype)
 
 
+def domain_map(name: str):
+    """The map T of domain A into domain B of the unpaired domains `name`: -x for
+    "digits_vs_inverted", `dilate` for "thin_vs_thick" (the ground truth a CycleGAN's A -> B
+    generator should find, never shown to it paired)."""
+    if name not in DOMAINS:
+        raise ValueError(f"unknown unpaired domains {name!r}; allowed: {', '.join(DOMAINS)}")
+    return jnp.negative if name == "digits_vs_inverted" else dilate
+
+
 def unpaired_domains(
     name: str, images: ArrayLike, labels: ArrayLike
 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
@@ -216,8 +226,7 @@ def unpaired_domains(
         raise ValueError(
             f"unpaired_domains: labels must be [{images.shape[0]}], got shape {labels.shape}"
         )
-    b_images = images[1::2]
-    b_images = -b_images if name == "digits_vs_inverted" else dilate(b_images)
+    b_images = domain_map(name)(images[1::2])
     return (
         {"image": images[0::2], "label": labels[0::2]},
         {"image": b_images, "label": labels[1::2]},

@@ -58,15 +58,9 @@ from gmzoo.losses import gan as gan_losses
 from gmzoo.losses import image2image as i2i_losses
 from gmzoo.models import image2image as i2i_models
 from gmzoo.recipes.base import Recipe, Translation
-from gmzoo.recipes.gan import _OPTIM, _stateless
-from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR, make_gan_train_step, players_tx
-from gmzoo.train.optim import make_optimizer
+from gmzoo.recipes.gan import GAN_ADAM, two_player_loss, two_player_step
+from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR
 
-# The known map of domain A into domain B (what ``paired.unpaired_domains`` applies to B's rows).
-DOMAIN_MAPS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "thin_vs_thick": paired.dilate,
-    "digits_vs_inverted": jnp.negative,
-}
 # wasserstein is left out: it needs a Lipschitz critic (a gradient penalty), which CycleGAN has not.
 LOSSES: tuple[str, ...] = ("least_squares", "non_saturating", "minimax", "hinge")
 
@@ -106,8 +100,8 @@ def _check(config: ExperimentConfig, image_shape: tuple[int, int, int]) -> None:
     error = i2i_models.resnet_shape_error(shape)
     if error:
         raise ConfigError(f"{d.name} images {shape} do not fit model {m.name}: {error}")
-    if m.domains not in DOMAIN_MAPS:
-        raise ConfigError(f"model.domains={m.domains!r}; choose one of {', '.join(DOMAIN_MAPS)}")
+    if m.domains not in paired.DOMAINS:
+        raise ConfigError(f"model.domains={m.domains!r}; choose one of {', '.join(paired.DOMAINS)}")
     if m.loss not in LOSSES:
         raise ConfigError(f"model.loss={m.loss!r}; choose one of {', '.join(LOSSES)}")
     for field in ("features", "num_blocks", "d_features", "d_layers"):
@@ -152,8 +146,7 @@ def _init(nets: CycleGANNets, key: jax.Array, batch: dict) -> dict:
 
 def _apply(module: nn.Module, params: Any, x: jax.Array) -> jax.Array:
     """``module`` on ``x`` cast to the parameters' dtype (bfloat16 compute). Instance norm has
-    no mode and no state, so ``train`` does not matter. (``gan._forward`` passes a label
-    positionally, which ``ResnetGenerator`` does not take.)"""
+    no mode and no state, so this needs neither ``train`` nor ``gan.forward``'s state."""
     dtype = jax.tree.leaves(params)[0].dtype
     return module.apply({"params": params}, x.astype(dtype))
 
@@ -216,41 +209,22 @@ def _objectives(m: CycleGANConfig, nets: CycleGANNets) -> tuple[Callable, Callab
 def _loss(m: CycleGANConfig, nets: CycleGANNets) -> Callable:
     """Held-out ``loss_fn(params, batch, key) -> (L_G, metrics)``: both players' objectives on a
     test batch (its even rows domain A, its odd rows domain B, as in training)."""
+    return two_player_loss(*_objectives(m, nets))
+
+
+def _train_step(config: ExperimentConfig, nets, **kw):
+    """The spine's ``train_step`` hook (``gan.two_player_step``, one D update per step)."""
+    m = config.model
     d_objective, g_objective = _objectives(m, nets)
-
-    def loss_fn(params, batch, key):
-        d_key, g_key = jax.random.split(key)
-        g, d = params[GENERATOR], params[DISCRIMINATOR]
-        d_loss, (d_metrics, _) = d_objective(d, g, batch, d_key, {})
-        g_loss, (g_metrics, _) = g_objective(g, d, batch, g_key, {})
-        metrics = {f"d_{k}": v for k, v in d_metrics.items()}
-        metrics.update({f"g_{k}": v for k, v in g_metrics.items()})
-        return g_loss, {**metrics, "d_loss": d_loss, "g_loss": g_loss}
-
-    return loss_fn
-
-
-def _train_step(config: ExperimentConfig, nets: CycleGANNets, *, prepare, compute_dtype,
-                with_model_state: bool):
-    """The spine's ``train_step`` hook: ``(players_tx(tx_g, tx_d), gan step)`` with one D
-    update per G update on the whole batch."""
-    m, optim, steps = config.model, config.optim, config.train.steps
-    tx_g = make_optimizer(optim, steps)
-    tx_d = make_optimizer(dataclasses.replace(optim, learning_rate=m.d_learning_rate), steps)
-    d_objective, g_objective = _objectives(m, nets)
-    if not with_model_state:  # the usual case: instance norm keeps no state
-        d_objective, g_objective = (_stateless(f) for f in (d_objective, g_objective))
-    step = make_gan_train_step(d_objective, g_objective, tx_g, tx_d, d_steps=1,
-                               ema_decay=optim.ema_decay, prepare=prepare,
-                               compute_dtype=compute_dtype, with_model_state=with_model_state)
-    return players_tx(tx_g, tx_d), step
+    return two_player_step(config, d_objective, g_objective, d_learning_rate=m.d_learning_rate,
+                           **kw)
 
 
 def _translate(m: CycleGANConfig, nets: CycleGANNets) -> Callable:
     """``translate(params, batch, key) -> Translation``: every image a of the batch taken as
     domain A; output G(a), target T(a) (the known map into B), baseline a. ``key`` is unused
     (G is deterministic)."""
-    to_b = DOMAIN_MAPS[m.domains]
+    to_b = paired.domain_map(m.domains)
 
     def translate(params, batch, key):
         del key
@@ -269,7 +243,7 @@ _TRAIN = TrainConfig(steps=1000, batch_size=16, log_every=100, eval_every=500, s
 
 
 def _default() -> ExperimentConfig:
-    return ExperimentConfig(model=CycleGANConfig(), data=_DATA, optim=_OPTIM, train=_TRAIN,
+    return ExperimentConfig(model=CycleGANConfig(), data=_DATA, optim=GAN_ADAM, train=_TRAIN,
                             eval=EvalConfig(num_samples=1000, batch_size=100))
 
 

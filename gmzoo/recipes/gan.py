@@ -166,14 +166,17 @@ def _init(nets: GANNets, key: jax.Array, batch: dict) -> dict:
     return variables
 
 
-def _forward(module: nn.Module, params: Any, state: dict, inputs: jax.Array,
-             y: jax.Array | None, key: jax.Array) -> tuple[jax.Array, dict]:
-    """``module`` in train mode (batch statistics, a spectral-norm power step) on ``{"params":
-    params, **state}``: ``(output, new state)``. ``inputs`` are cast to the parameters' dtype
-    (bfloat16 compute); ``key`` starts spectral norm's power iteration if ``state`` has none."""
+def forward(module: nn.Module, params: Any, state: dict, key: jax.Array,
+            *inputs: jax.Array | None) -> tuple[jax.Array, dict]:
+    """``module(*inputs)`` in train mode (batch statistics, a spectral-norm power step, dropout)
+    on ``{"params": params, **state}``: ``(output, new state)``. Array inputs are cast to the
+    parameters' dtype (bfloat16 compute); ``key`` drives dropout and starts spectral norm's power
+    iteration if ``state`` has none. Every adversarial recipe runs its players through this."""
     dtype = jax.tree.leaves(params)[0].dtype
-    out, mutated = module.apply({"params": params, **state}, inputs.astype(dtype), y, train=True,
-                                mutable=["batch_stats"], rngs={"params": key})
+    args = [x if x is None or not jnp.issubdtype(x.dtype, jnp.floating) else x.astype(dtype)
+            for x in inputs]
+    out, mutated = module.apply({"params": params, **state}, *args, train=True,
+                                mutable=["batch_stats"], rngs={"params": key, "dropout": key})
     return out, dict(mutated)
 
 
@@ -188,7 +191,7 @@ def _objectives(m: GANConfig, nets: GANNets) -> tuple[Callable, Callable]:
     def fakes(g, model_state, batch, key):
         real = batch["image"]  # [B, H, W, C]
         z = jax.random.normal(key, (real.shape[0], nets.latent_dim))  # [B, Z]
-        return _forward(G, g, model_state.get(GENERATOR, {}), z, _labels(nets, batch), key)
+        return forward(G, g, model_state.get(GENERATOR, {}), key, z, _labels(nets, batch))
 
     def d_objective(d, g, batch, key, model_state):
         """d_loss(D(x), D(G(z))) [+ gp_weight * GP] with G frozen (Algorithm 1's D step)."""
@@ -197,13 +200,13 @@ def _objectives(m: GANConfig, nets: GANNets) -> tuple[Callable, Callable]:
         fake, _ = fakes(g, model_state, batch, z_key)  # G's new statistics are not D's to keep
         fake = jax.lax.stop_gradient(fake).astype(real.dtype)
         d_state = model_state.get(DISCRIMINATOR, {})
-        real_logits, d_state = _forward(D, d, d_state, real, y, sn_key)  # [B]
-        fake_logits, d_state = _forward(D, d, d_state, fake, y, sn_key)  # [B]
+        real_logits, d_state = forward(D, d, d_state, sn_key, real, y)  # [B]
+        fake_logits, d_state = forward(D, d, d_state, sn_key, fake, y)  # [B]
         loss = d_loss_of(real_logits, fake_logits)
         metrics = {"real_score": jnp.mean(real_logits.astype(jnp.float32)),
                    "fake_score": jnp.mean(fake_logits.astype(jnp.float32))}
         if m.gp_weight > 0:
-            critic = lambda x: _forward(D, d, d_state, x, y, sn_key)[0]
+            critic = lambda x: forward(D, d, d_state, sn_key, x, y)[0]
             gp = gan_losses.gradient_penalty(critic, real, fake, gp_key, one_sided=m.gp_one_sided)
             loss = loss + m.gp_weight * gp
             metrics["gradient_penalty"] = gp
@@ -216,8 +219,8 @@ def _objectives(m: GANConfig, nets: GANNets) -> tuple[Callable, Callable]:
         """g_loss(D(G(z))) with D frozen (Algorithm 1's G step)."""
         z_key, sn_key = jax.random.split(key)
         fake, g_state = fakes(g, model_state, batch, z_key)
-        fake_logits, _ = _forward(D, d, model_state.get(DISCRIMINATOR, {}), fake,
-                                  _labels(nets, batch), sn_key)  # [B]
+        fake_logits, _ = forward(D, d, model_state.get(DISCRIMINATOR, {}), sn_key, fake,
+                                 _labels(nets, batch))  # [B]
         new_state = dict(model_state)
         if GENERATOR in model_state:
             new_state[GENERATOR] = g_state
@@ -227,14 +230,19 @@ def _objectives(m: GANConfig, nets: GANNets) -> tuple[Callable, Callable]:
     return d_objective, g_objective
 
 
-def _loss(m: GANConfig, nets: GANNets) -> Callable:
-    """Held-out ``loss_fn(params, batch, key) -> (g_loss, metrics)``: both players' losses on a
-    test batch (``d_loss`` includes the penalty), networks in train mode with the batch's own
-    statistics (see the module docstring). Training uses the ``train_step`` hook instead."""
-    d_objective, g_objective = _objectives(m, nets)
+def two_player_loss(d_objective: Callable, g_objective: Callable,
+                    prepare: Callable | None = None) -> Callable:
+    """Held-out ``loss_fn(params, batch, key) -> (g_loss, metrics)`` of a two-player recipe:
+    both players' objectives (``gan_step``'s convention with model state, called with ``{}``)
+    on a test batch, their metrics prefixed ``d_`` / ``g_``. ``prepare(batch, key)``, if given,
+    first builds what the objectives need from the batch (e.g. pix2pix's source)."""
 
     def loss_fn(params, batch, key):
-        d_key, g_key = jax.random.split(key)
+        if prepare is None:
+            d_key, g_key = jax.random.split(key)
+        else:
+            prep_key, d_key, g_key = jax.random.split(key, 3)
+            batch = prepare(batch, prep_key)
         g, d = params[GENERATOR], params[DISCRIMINATOR]
         d_loss, (d_metrics, _) = d_objective(d, g, batch, d_key, {})
         g_loss, (g_metrics, _) = g_objective(g, d, batch, g_key, {})
@@ -245,28 +253,45 @@ def _loss(m: GANConfig, nets: GANNets) -> Callable:
     return loss_fn
 
 
-def _train_step(config: ExperimentConfig, nets: GANNets, *, prepare, compute_dtype,
-                with_model_state: bool):
-    """The spine's ``train_step`` hook: ``(players_tx(tx_g, tx_d), gan step)``."""
-    m, optim, steps = config.model, config.optim, config.train.steps
+def _loss(m: GANConfig, nets: GANNets) -> Callable:
+    """Held-out ``two_player_loss`` (``d_loss`` includes the penalty), networks in train mode with
+    the batch's own statistics (see the module docstring). Training uses ``train_step``."""
+    return two_player_loss(*_objectives(m, nets))
+
+
+def two_player_step(config: ExperimentConfig, d_objective: Callable, g_objective: Callable, *,
+                    d_learning_rate: float, d_steps: int = 1, prepare, compute_dtype,
+                    with_model_state: bool) -> tuple[Any, Callable]:
+    """The spine's ``train_step`` hook for any two-player recipe: ``(players_tx(tx_g, tx_d),
+    make_gan_train_step(...))``. The generator's optimizer is ``config.optim``; the
+    discriminator's is the same with ``d_learning_rate``, its schedule counting D updates
+    (``d_steps`` per step). Objectives follow ``gan_step``'s convention with model state
+    (``(mine, other, batch, key, model_state) -> (loss, (metrics, new_model_state))``); without
+    batch statistics anywhere they are called with an empty state."""
+    optim, steps = config.optim, config.train.steps
     tx_g = make_optimizer(optim, steps)
-    # D's schedule counts D updates (d_steps per step).
-    tx_d = make_optimizer(dataclasses.replace(optim, learning_rate=m.d_learning_rate),
-                          steps * m.d_steps)
-    d_objective, g_objective = _objectives(m, nets)
-    if not with_model_state:  # no batch statistics anywhere: gan_step's stateless convention
-        d_objective, g_objective = (_stateless(f) for f in (d_objective, g_objective))
-    step = make_gan_train_step(d_objective, g_objective, tx_g, tx_d, d_steps=m.d_steps,
+    tx_d = make_optimizer(dataclasses.replace(optim, learning_rate=d_learning_rate),
+                          steps * d_steps)
+    if not with_model_state:  # gan_step's stateless convention
+        d_objective, g_objective = (stateless(f) for f in (d_objective, g_objective))
+    step = make_gan_train_step(d_objective, g_objective, tx_g, tx_d, d_steps=d_steps,
                                ema_decay=optim.ema_decay, prepare=prepare,
                                compute_dtype=compute_dtype, with_model_state=with_model_state)
     return players_tx(tx_g, tx_d), step
 
 
-def _stateless(objective: Callable) -> Callable:
+def stateless(objective: Callable) -> Callable:
+    """An objective with model state as one without: called with ``{}``, its new state dropped."""
     def fn(mine, other, batch, key):
         loss, (metrics, _) = objective(mine, other, batch, key, {})
         return loss, metrics
     return fn
+
+
+def _train_step(config: ExperimentConfig, nets: GANNets, **kw):
+    d_objective, g_objective = _objectives(config.model, nets)
+    return two_player_step(config, d_objective, g_objective, d_learning_rate=config.model.d_learning_rate,
+                           d_steps=config.model.d_steps, **kw)
 
 
 def check_sampling(m: GANConfig, s: SampleConfig) -> None:
@@ -332,10 +357,11 @@ def _sampler(m: GANConfig, nets: GANNets, *, mean: bool = True, sampling=None):
 _DIGITS = DataConfig(name="digits", scale="symmetric")
 _TRAIN = TrainConfig(steps=3000, batch_size=64, log_every=100, eval_every=1000, sample_every=500,
                      checkpoint_every=1000)
-_OPTIM = OptimConfig(optimizer="adam", learning_rate=2e-4, b1=0.5, b2=0.999, ema_decay=0.999)
+# Radford et al. 2016: Adam(2e-4, b1 = 0.5), the adversarial recipes' default optimizer
+GAN_ADAM = OptimConfig(optimizer="adam", learning_rate=2e-4, b1=0.5, b2=0.999, ema_decay=0.999)
 
 
-def experiment(model: GANConfig, *, data: DataConfig = _DIGITS, optim: OptimConfig = _OPTIM,
+def experiment(model: GANConfig, *, data: DataConfig = _DIGITS, optim: OptimConfig = GAN_ADAM,
                **train) -> Callable[[], ExperimentConfig]:
     return lambda: ExperimentConfig(model=model, data=data, optim=optim,
                                     train=dataclasses.replace(_TRAIN, **train),
@@ -355,7 +381,7 @@ RECIPES: tuple[Recipe, ...] = (
     _recipe("gan_toy", "MLP GAN, non-saturating loss, on 2-D point sets (ring8 of 8 Gaussians)",
             GANConfig(name="gan_toy", architecture="mlp", latent_dim=2, batch_norm=False,
                       d_learning_rate=1e-3),
-            data=DataConfig(name="ring8"), optim=dataclasses.replace(_OPTIM, learning_rate=1e-3, b2=0.9),
+            data=DataConfig(name="ring8"), optim=dataclasses.replace(GAN_ADAM, learning_rate=1e-3, b2=0.9),
             data_kinds=("points", "images"), batch_size=256, sample_every=1000),
     _recipe("dcgan", "DCGAN, non-saturating loss, batch norm (digits in [-1, 1])",
             GANConfig(name="dcgan")),
@@ -365,5 +391,5 @@ RECIPES: tuple[Recipe, ...] = (
             "no batch norm in the critic",
             GANConfig(name="wgan_gp", loss="wasserstein", d_steps=5, gp_weight=10.0,
                       batch_norm=False, d_learning_rate=2e-4),
-            optim=dataclasses.replace(_OPTIM, b2=0.9)),
+            optim=dataclasses.replace(GAN_ADAM, b2=0.9)),
 )

@@ -51,9 +51,8 @@ from gmzoo.losses import gan as gan_losses
 from gmzoo.losses import image2image as i2i_losses
 from gmzoo.models import image2image as i2i_models
 from gmzoo.recipes.base import Recipe, Translation
-from gmzoo.recipes.gan import _OPTIM, _stateless, experiment
-from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR, make_gan_train_step, players_tx
-from gmzoo.train.optim import make_optimizer
+from gmzoo.recipes.gan import GAN_ADAM, experiment, forward, two_player_loss, two_player_step
+from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR
 
 CONTENT_LOSSES: tuple[str, ...] = ("mse",)
 
@@ -219,17 +218,6 @@ def _init(nets: I2INets, key: jax.Array, batch: dict) -> dict:
     return variables
 
 
-def _forward(module: nn.Module, params: Any, state: dict, key: jax.Array,
-             *inputs: jax.Array) -> tuple[jax.Array, dict]:
-    """``module`` in train mode (batch statistics, dropout from ``key``) on ``{"params":
-    params, **state}``: ``(output, new state)``; inputs cast to the parameters' dtype.
-    (gan.py's ``_forward`` passes exactly one input and a label, and no dropout stream.)"""
-    dtype = jax.tree.leaves(params)[0].dtype
-    out, mutated = module.apply({"params": params, **state}, *(x.astype(dtype) for x in inputs),
-                                train=True, mutable=["batch_stats"], rngs={"dropout": key})
-    return out, dict(mutated)
-
-
 # --- objectives ---------------------------------------------------------------------------
 
 def _terms(m) -> tuple[str, Callable, float, float, float]:
@@ -248,13 +236,13 @@ def _objectives(nets: I2INets) -> tuple[Callable, Callable]:
 
     def judge(d, d_state, image, source, key):
         args = (image, source) if _is_pix2pix(m) else (image,)  # pix2pix's D sees the pair
-        return _forward(D, d, d_state, key, *args)  # [B, h, w, 1] patches | [B]
+        return forward(D, d, d_state, key, *args)  # [B, h, w, 1] patches | [B]
 
     def d_objective(d, g, batch, key, model_state):
         """d_scale * d_loss(D(x, y), D(x, G(x))) with G frozen."""
         real, source = batch["image"], batch["source"]
         g_key, d_key = jax.random.split(key)
-        fake, _ = _forward(G, g, model_state.get(GENERATOR, {}), g_key, source)
+        fake, _ = forward(G, g, model_state.get(GENERATOR, {}), g_key, source)
         fake = jax.lax.stop_gradient(fake).astype(real.dtype)  # [B, H, W, C]
         d_state = model_state.get(DISCRIMINATOR, {})
         real_logits, d_state = judge(d, d_state, real, source, d_key)
@@ -271,7 +259,7 @@ def _objectives(nets: I2INets) -> tuple[Callable, Callable]:
         """adv_weight * g_loss(D(x, G(x))) + recon_weight * recon(G(x), y) with D frozen."""
         real, source = batch["image"], batch["source"]
         g_key, d_key = jax.random.split(key)
-        fake, g_state = _forward(G, g, model_state.get(GENERATOR, {}), g_key, source)
+        fake, g_state = forward(G, g, model_state.get(GENERATOR, {}), g_key, source)
         fake_logits, _ = judge(d, model_state.get(DISCRIMINATOR, {}), fake, source, d_key)
         adversarial = g_loss_of(fake_logits)
         recon = recon_of(fake, real)
@@ -288,28 +276,14 @@ def _objectives(nets: I2INets) -> tuple[Callable, Callable]:
 def _loss(m, nets: I2INets) -> Callable:
     """Held-out ``loss_fn(params, batch, key) -> (g_loss, metrics)``: both players' losses on a
     test batch paired with ``key``, networks in train mode with the batch's own statistics."""
-    d_objective, g_objective = _objectives(nets)
-
-    def loss_fn(params, batch, key):
-        pair_key, d_key, g_key = jax.random.split(key, 3)
-        batch = _with_source(m, batch, pair_key)
-        g, d = params[GENERATOR], params[DISCRIMINATOR]
-        d_loss, (d_metrics, _) = d_objective(d, g, batch, d_key, {})
-        g_loss, (g_metrics, _) = g_objective(g, d, batch, g_key, {})
-        metrics = {f"d_{k}": v for k, v in d_metrics.items()}
-        metrics.update({f"g_{k}": v for k, v in g_metrics.items()})
-        return g_loss, {**metrics, "d_loss": d_loss, "g_loss": g_loss}
-
-    return loss_fn
+    return two_player_loss(*_objectives(nets),
+                           prepare=lambda batch, key: _with_source(m, batch, key))
 
 
-def _train_step(config: ExperimentConfig, nets: I2INets, *, prepare, compute_dtype,
-                with_model_state: bool):
-    """The spine's ``train_step`` hook: ``(players_tx(tx_g, tx_d), gan step)``, one D update
-    per G update, the pair built once per step after the spine's ``prepare``."""
-    m, optim, steps = config.model, config.optim, config.train.steps
-    tx_g = make_optimizer(optim, steps)
-    tx_d = make_optimizer(dataclasses.replace(optim, learning_rate=m.d_learning_rate), steps)
+def _train_step(config: ExperimentConfig, nets: I2INets, *, prepare, **kw):
+    """The spine's ``train_step`` hook (``gan.two_player_step``); each step's ``prepare`` also
+    builds the pair, so both players see the same sources."""
+    m = config.model
 
     def prepare_pair(batch, key):
         space_key, pair_key = jax.random.split(key)
@@ -318,12 +292,8 @@ def _train_step(config: ExperimentConfig, nets: I2INets, *, prepare, compute_dty
         return _with_source(m, batch, pair_key)
 
     d_objective, g_objective = _objectives(nets)
-    if not with_model_state:  # instance norm everywhere: no batch statistics
-        d_objective, g_objective = (_stateless(f) for f in (d_objective, g_objective))
-    step = make_gan_train_step(d_objective, g_objective, tx_g, tx_d, d_steps=1,
-                               ema_decay=optim.ema_decay, prepare=prepare_pair,
-                               compute_dtype=compute_dtype, with_model_state=with_model_state)
-    return players_tx(tx_g, tx_d), step
+    return two_player_step(config, d_objective, g_objective, d_learning_rate=m.d_learning_rate,
+                           prepare=prepare_pair, **kw)
 
 
 def _translate(m, nets: I2INets) -> Callable:
@@ -335,7 +305,7 @@ def _translate(m, nets: I2INets) -> Callable:
         pair_key, g_key = jax.random.split(key)
         target = batch["image"]  # [B, H, W, C]
         source = _source(m, target, pair_key)
-        output, _ = _forward(nets.generator, params[GENERATOR], {}, g_key, source)
+        output, _ = forward(nets.generator, params[GENERATOR], {}, g_key, source)
         shown = _shown(m, source, target).astype(jnp.float32)  # [B, H, W, C]
         if _is_pix2pix(m):
             baseline = shown
@@ -364,12 +334,12 @@ RECIPES: tuple[Recipe, ...] = (
     _recipe("pix2pix", "pix2pix: U-Net + PatchGAN of (source, image) pairs, cGAN + 100 L1 "
             "(inpainting by default; model.task=invert|edges|denoise)",
             Pix2PixConfig, Pix2PixConfig(), "the source unchanged (the input shown as an image)",
-            data=_MNIST, optim=dataclasses.replace(_OPTIM, learning_rate=1e-3), steps=1000,
+            data=_MNIST, optim=dataclasses.replace(GAN_ADAM, learning_rate=1e-3), steps=1000,
             batch_size=32, log_every=100, eval_every=500, sample_every=500,
             checkpoint_every=500),
     _recipe("srgan", "SRGAN: SRResNet + discriminator, MSE + 1e-3 adversarial (x4 on mnist5k)",
             SRGANConfig, SRGANConfig(), "bicubic upsampling",
-            data=_MNIST, optim=dataclasses.replace(_OPTIM, learning_rate=1e-3, b1=0.9),
+            data=_MNIST, optim=dataclasses.replace(GAN_ADAM, learning_rate=1e-3, b1=0.9),
             steps=1000, batch_size=32, log_every=100, eval_every=500, sample_every=500,
             checkpoint_every=500),
 )

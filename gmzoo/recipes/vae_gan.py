@@ -75,9 +75,8 @@ from gmzoo.losses.gaussian import gaussian_kl, reparameterize
 from gmzoo.models import gan as gan_models
 from gmzoo.models import vae as vae_models
 from gmzoo.recipes.base import Recipe
-from gmzoo.recipes.gan import _stateless, experiment
-from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR, make_gan_train_step, players_tx
-from gmzoo.train.optim import make_optimizer
+from gmzoo.recipes.gan import experiment, two_player_loss, two_player_step
+from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR
 
 ENCODER_PARAMS: tuple[str, ...] = ("encoder", "posterior")  # Enc's entries of the VAE params
 DECODER_PARAMS: tuple[str, ...] = ("decoder",)  # Dec's entry
@@ -311,34 +310,15 @@ def _objectives(m: VAEGANConfig, nets: VAEGANNets) -> tuple[Callable, Callable]:
 def _loss(m: VAEGANConfig, nets: VAEGANNets) -> Callable:
     """Held-out ``loss_fn(params, batch, key) -> (g_loss, metrics)``: both players' losses on a
     test batch, Dis in train mode with the batch's own statistics (as gmzoo.recipes.gan)."""
+    return two_player_loss(*_objectives(m, nets))
+
+
+def _train_step(config: ExperimentConfig, nets, **kw):
+    """The spine's ``train_step`` hook (``gan.two_player_step``, one D update per step)."""
+    m = config.model
     d_objective, g_objective = _objectives(m, nets)
-
-    def loss_fn(params, batch, key):
-        d_key, g_key = jax.random.split(key)
-        g, d = params[GENERATOR], params[DISCRIMINATOR]
-        d_loss, (d_metrics, _) = d_objective(d, g, batch, d_key, {})
-        g_loss, (g_metrics, _) = g_objective(g, d, batch, g_key, {})
-        metrics = {f"d_{k}": v for k, v in d_metrics.items()}
-        metrics.update({f"g_{k}": v for k, v in g_metrics.items()})
-        return g_loss, {**metrics, "d_loss": d_loss, "g_loss": g_loss}
-
-    return loss_fn
-
-
-def _train_step(config: ExperimentConfig, nets: VAEGANNets, *, prepare, compute_dtype,
-                with_model_state: bool):
-    """The spine's ``train_step`` hook: ``(players_tx(tx_g, tx_d), gan step)``, one Dis update
-    per step (Alg. 1)."""
-    m, optim, steps = config.model, config.optim, config.train.steps
-    tx_g = make_optimizer(optim, steps)
-    tx_d = make_optimizer(dataclasses.replace(optim, learning_rate=m.d_learning_rate), steps)
-    d_objective, g_objective = _objectives(m, nets)
-    if not with_model_state:  # Dis without batch norm: gan_step's stateless convention
-        d_objective, g_objective = (_stateless(f) for f in (d_objective, g_objective))
-    step = make_gan_train_step(d_objective, g_objective, tx_g, tx_d, d_steps=1,
-                               ema_decay=optim.ema_decay, prepare=prepare,
-                               compute_dtype=compute_dtype, with_model_state=with_model_state)
-    return players_tx(tx_g, tx_d), step
+    return two_player_step(config, d_objective, g_objective, d_learning_rate=m.d_learning_rate,
+                           **kw)
 
 
 def _sampler(m: VAEGANConfig, nets: VAEGANNets, *, mean: bool = True, sampling=None):

@@ -15,6 +15,7 @@ from gmzoo import zoo
 from gmzoo.config import ConfigError
 from gmzoo.train.evaluate import evaluate
 from gmzoo.train.loop import heldout_metrics, init_state, load_run, sample_images, setup, train
+from player_state import changed, counts
 
 TINY = ["data.name=digits", "model.latent_dim=8", "model.features=4", "model.label_features=4",
         "train.batch_size=16", "train.steps=2", "train.log_every=1", "train.checkpoint_every=2",
@@ -28,15 +29,8 @@ def tiny(name, extra=()):
     return cfglib.override(zoo.get(name).default(), TINY + list(extra))
 
 
-def _counts(opt_state):
-    """Every optax step counter in a player's optimizer state."""
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(opt_state))[0]
-    return {int(v) for path, v in leaves if "count" in jax.tree_util.keystr(path)}
 
 
-def _changed(a, b):
-    return any(not np.array_equal(x, y) for x, y in
-               zip(jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b))))
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +57,14 @@ def test_both_players_learn_on_their_own_optimizers(name, trained):
     m = tiny(name).model
     assert int(jax.device_get(state.step)) == 2
     for player in ("generator", "discriminator"):
-        assert _changed(start.params[player], state.params[player]), player
-    assert _counts(state.opt_state["generator"]) == {2}
-    assert _counts(state.opt_state["discriminator"]) == {2 * m.d_steps}
-    assert _changed(start.ema_params["generator"], state.ema_params["generator"])
+        assert changed(start.params[player], state.params[player]), player
+    assert counts(state.opt_state["generator"]) == {2}
+    assert counts(state.opt_state["discriminator"]) == {2 * m.d_steps}
+    assert changed(start.ema_params["generator"], state.ema_params["generator"])
     assert set(state.model_state) == ({"generator", "discriminator"} if m.batch_norm
                                       else {"generator"})
     for player in state.model_state:
-        assert _changed(start.model_state[player], state.model_state[player]), player
+        assert changed(start.model_state[player], state.model_state[player]), player
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -78,8 +72,8 @@ def test_checkpoint_samples_and_heldout_metrics(name, trained):
     workdir, _, state = trained(name)
     run, restored = load_run(workdir)
     assert int(jax.device_get(restored.step)) == 2
-    assert not _changed(restored.params, state.params)
-    assert not _changed(restored.model_state, state.model_state)
+    assert not changed(restored.params, state.params)
+    assert not changed(restored.model_state, state.model_state)
     images = sample_images(run, restored.ema_params, 5, seed=0)
     assert images.shape == (5, 8, 8, 1)
     assert np.all(np.isfinite(images)) and np.all((images >= 0) & (images <= 1))
@@ -110,12 +104,12 @@ def test_resume(name, trained, tmp_path):
     longer = tiny(name, ["train.steps=3"])
     resumed = train(longer, workdir, resume=True, verbose=False)
     assert int(jax.device_get(resumed.step)) == 3
-    assert _counts(resumed.opt_state["discriminator"]) == {3 * longer.model.d_steps}
+    assert counts(resumed.opt_state["discriminator"]) == {3 * longer.model.d_steps}
     if name == "dcgan":  # the same numbers as one uninterrupted run, batch statistics included
         straight = train(longer, str(tmp_path / "straight"), verbose=False)
-        assert not _changed(straight.params, resumed.params)
-        assert not _changed(straight.model_state, resumed.model_state)
-        assert not _changed(straight.opt_state, resumed.opt_state)
+        assert not changed(straight.params, resumed.params)
+        assert not changed(straight.model_state, resumed.model_state)
+        assert not changed(straight.opt_state, resumed.opt_state)
 
 
 def test_conditional_generator_follows_the_label():

@@ -5,7 +5,6 @@ data."""
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image

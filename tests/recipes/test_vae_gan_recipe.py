@@ -21,6 +21,7 @@ from gmzoo.losses.gaussian import diag_gaussian_log_prob, reparameterize
 from gmzoo.recipes import vae_gan
 from gmzoo.train.evaluate import evaluate
 from gmzoo.train.loop import init_state, setup, train
+from player_state import changed, counts
 
 TINY = ["data.name=digits", "model.latent_dim=4", "model.widths=4,8", "model.features=4",
         "train.batch_size=16", "train.steps=2", "train.log_every=1", "train.checkpoint_every=2",
@@ -38,13 +39,8 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
 
 
-def _changed(a, b):
-    return any(not np.array_equal(x, y) for x, y in zip(_leaves(a), _leaves(b)))
 
 
-def _counts(opt_state):
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(opt_state))[0]
-    return {int(v) for path, v in leaves if "count" in jax.tree_util.keystr(path)}
 
 
 def _part(tree, names):
@@ -89,13 +85,13 @@ def test_encoder_decoder_and_discriminator_all_learn(trained):
     g0, g1 = start.params["generator"], state.params["generator"]
     assert set(g1) == set(ENC) | set(DEC)
     for name in (*ENC, *DEC):
-        assert _changed(g0[name], g1[name]), name
-    assert _changed(start.params["discriminator"], state.params["discriminator"])
-    assert _counts(state.opt_state["generator"]) == {2}
-    assert _counts(state.opt_state["discriminator"]) == {2}
-    assert _changed(start.ema_params["generator"], state.ema_params["generator"])
+        assert changed(g0[name], g1[name]), name
+    assert changed(start.params["discriminator"], state.params["discriminator"])
+    assert counts(state.opt_state["generator"]) == {2}
+    assert counts(state.opt_state["discriminator"]) == {2}
+    assert changed(start.ema_params["generator"], state.ema_params["generator"])
     assert set(state.model_state) == {"discriminator"}  # Dis's batch norm; Enc/Dec have none
-    assert _changed(start.model_state["discriminator"], state.model_state["discriminator"])
+    assert changed(start.model_state["discriminator"], state.model_state["discriminator"])
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     assert [r["step"] for r in rows] == [1, 2]

@@ -6,13 +6,11 @@ and cyclegan, are tested in tests/recipes/.)"""
 import dataclasses
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from gmzoo import config as cfglib
 from gmzoo import zoo
 from gmzoo.config import DataConfig, EvalConfig, ExperimentConfig, OptimConfig, TrainConfig
 from gmzoo.metrics import image

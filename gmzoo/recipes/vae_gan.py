@@ -32,9 +32,9 @@ generator's loss routes the gradients (see :func:`generator_terms`):
 
 - the GAN term decodes stop_gradient(z) (and z_p, which no parameter produces), so it sends no
   gradient into Enc;
-- L_llike decodes z with Dec's params passed through ``scale_gradient(., gamma)``, the identity
-  sg(p) + gamma (p - sg(p)): the forward value is exactly p, the gradient reaching Dec's params is
-  multiplied by gamma, and the gradient reaching z (hence Enc) is not.
+- L_llike decodes z with Dec's params passed through ``losses.vae_gan.scale_gradient(., gamma)``,
+  the identity sg(p) + gamma (p - sg(p)): the forward value is exactly p, the gradient reaching
+  Dec's params is multiplied by gamma, and the gradient reaching z (hence Enc) is not.
 The reported loss (``g_loss``) is the forward value kl_weight L_prior + L_llike + L_GAN^NS
 (gamma changes gradients only).
 
@@ -70,7 +70,7 @@ import jax
 import jax.numpy as jnp
 
 from gmzoo.config import ConfigError, ExperimentConfig, OptimConfig
-from gmzoo.losses import gan as gan_losses
+from gmzoo.losses import vae_gan as vae_gan_losses
 from gmzoo.losses.gaussian import gaussian_kl, reparameterize
 from gmzoo.models import gan as gan_models
 from gmzoo.models import vae as vae_models
@@ -198,38 +198,7 @@ def discriminate(nets: VAEGANNets, d: Any, state: dict,
     return logits, features, new_state
 
 
-# --- objective terms ----------------------------------------------------------------------
-
-def scale_gradient(tree: Any, scale: float) -> Any:
-    """The identity on every leaf in the forward pass, ``scale`` x the gradient in the backward
-    pass: sg(p) + scale (p - sg(p)) (p - sg(p) is exactly 0, so the value is exactly p)."""
-    def leaf(p):
-        p0 = jax.lax.stop_gradient(p)
-        return p0 + scale * (p - p0)
-    return jax.tree.map(leaf, tree)
-
-
-def feature_loss(real_features: jax.Array, fake_features: jax.Array) -> jax.Array:
-    """-log N(Dis_l(x); Dis_l(x~), I) up to its constant (D_l / 2) log 2 pi (Larsen et al. 2016,
-    L_llike^Dis_l): 1/2 sum of squared differences over the feature axes. ``[B, ...] x2 -> [B]``."""
-    diff = (real_features.astype(jnp.float32) - fake_features.astype(jnp.float32))
-    return 0.5 * jnp.sum(jnp.square(diff.reshape(diff.shape[0], -1)), axis=1)
-
-
-def discriminator_loss(real_logits: jax.Array, recon_logits: jax.Array,
-                       prior_logits: jax.Array) -> jax.Array:
-    """-L_GAN = -[E log Dis(x) + E log(1 - Dis(Dec(z))) + E log(1 - Dis(Dec(z_p)))] (Larsen et
-    al. 2016, Alg. 1), Dis = sigmoid(logit). ``[B] x3 -> scalar``."""
-    log_not_prior = jax.nn.log_sigmoid(-prior_logits.astype(jnp.float32))  # log(1 - Dis(x_p))
-    return -(gan_losses.minimax_value(real_logits, recon_logits) + jnp.mean(log_not_prior))
-
-
-def decoder_gan_loss(recon_logits: jax.Array, prior_logits: jax.Array) -> jax.Array:
-    """Dec's GAN term in the non-saturating form (Goodfellow et al. 2014, Sec. 3):
-    -E log Dis(Dec(z)) - E log Dis(Dec(z_p)). ``[B] x2 -> scalar``."""
-    return (gan_losses.non_saturating_g_loss(recon_logits)
-            + gan_losses.non_saturating_g_loss(prior_logits))
-
+# --- objective terms (the losses themselves: gmzoo.losses.vae_gan) -------------------------
 
 def generator_terms(nets: VAEGANNets, g: Any, d: Any, d_state: dict, x: jax.Array,
                     key: jax.Array, *, gamma: float) -> tuple[dict, dict]:
@@ -249,17 +218,18 @@ def generator_terms(nets: VAEGANNets, g: Any, d: Any, d_state: dict, x: jax.Arra
     z_p = jax.random.normal(p_key, z.shape, z.dtype)  # [B, Z]
     prior = jnp.mean(gaussian_kl(mean.astype(jnp.float32), log_var.astype(jnp.float32)))
 
-    g_llike = {**g, **{k: scale_gradient(g[k], gamma) for k in DECODER_PARAMS}}
+    g_llike = {**g, **{k: vae_gan_losses.scale_gradient(g[k], gamma) for k in DECODER_PARAMS}}
     x_tilde = decode(nets, g_llike, z)  # [B, H, W, C]
     _, real_features, _ = discriminate(nets, d, d_state, x)
     _, fake_features, _ = discriminate(nets, d, d_state, x_tilde)
-    llike = jnp.mean(feature_loss(jax.lax.stop_gradient(real_features), fake_features))
+    llike = jnp.mean(vae_gan_losses.feature_loss(jax.lax.stop_gradient(real_features),
+                                                 fake_features))
 
     fakes = decode(nets, g, jnp.concatenate([jax.lax.stop_gradient(z), z_p]))  # [2B, H, W, C]
     x_recon, x_prior = jnp.split(fakes, 2)  # x_recon == x_tilde in value
     recon_logits, _, _ = discriminate(nets, d, d_state, x_recon)  # [B]
     prior_logits, _, _ = discriminate(nets, d, d_state, x_prior)  # [B]
-    gan = decoder_gan_loss(recon_logits, prior_logits)
+    gan = vae_gan_losses.decoder_gan_loss(recon_logits, prior_logits)
 
     metrics = {"recon_score": jnp.mean(recon_logits.astype(jnp.float32)),
                "prior_score": jnp.mean(prior_logits.astype(jnp.float32)),
@@ -286,7 +256,7 @@ def _objectives(m: VAEGANConfig, nets: VAEGANNets) -> tuple[Callable, Callable]:
         real_logits, _, d_state = discriminate(nets, d, d_state, x)  # [B]
         recon_logits, _, d_state = discriminate(nets, d, d_state, x_recon)  # [B]
         prior_logits, _, d_state = discriminate(nets, d, d_state, x_prior)  # [B]
-        loss = discriminator_loss(real_logits, recon_logits, prior_logits)
+        loss = vae_gan_losses.discriminator_loss(real_logits, recon_logits, prior_logits)
         metrics = {"real_score": jnp.mean(real_logits.astype(jnp.float32)),
                    "recon_score": jnp.mean(recon_logits.astype(jnp.float32)),
                    "prior_score": jnp.mean(prior_logits.astype(jnp.float32))}

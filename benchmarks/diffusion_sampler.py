@@ -53,7 +53,8 @@ def run_jax(args) -> dict:
 
     from gmzoo.diffusion.samplers import ddpm_ancestral, ddpm_step
     from gmzoo.diffusion.schedules import linear
-    from gmzoo.models.diffusion import MediumUNet, SmallUNet, param_count
+    from gmzoo.models.diffusion import MediumUNet, SmallUNet
+    from gmzoo.nn.tree import param_count
 
     unet = {"small": SmallUNet, "medium": MediumUNet}[args.size]()
     for field, value in SIZES[args.size].items():

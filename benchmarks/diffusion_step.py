@@ -55,7 +55,8 @@ def run_jax(args, batches: np.ndarray) -> dict:
 
     from gmzoo.diffusion.schedules import linear
     from gmzoo.losses.diffusion import simple_loss
-    from gmzoo.models.diffusion import MediumUNet, SmallUNet, param_count
+    from gmzoo.models.diffusion import MediumUNet, SmallUNet
+    from gmzoo.nn.tree import param_count
     from gmzoo.train.state import TrainState, step_key
     from gmzoo.train.step import make_train_step, scan_steps
 

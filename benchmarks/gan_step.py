@@ -90,7 +90,7 @@ def run_jax(args, batches: np.ndarray) -> dict:
 
     from gmzoo import config as cfglib
     from gmzoo import zoo
-    from gmzoo.models.gan import param_count
+    from gmzoo.nn.tree import param_count
     from gmzoo.train import loop, parallel
     from gmzoo.train.state import step_key
     from gmzoo.train.step import scan_steps
@@ -105,7 +105,7 @@ def run_jax(args, batches: np.ndarray) -> dict:
     assert (o.schedule, o.warmup_steps, o.grad_clip_norm, o.ema_decay) == ("constant", 0, 0.0, EMA_DECAY)
     assert (config.data.scale, config.data.dequantize, config.train.compute_dtype) == ("symmetric", False, "float32")
     assert config.train.steps_per_call == 1
-    run = loop.setup(config)
+    run = zoo.setup(config)
     assert run.image_shape == DATA[args.data][0] and run.space.num_levels == DATA[args.data][1]
     nets = run.module
     assert nets.generator.bn_momentum == BN_MOMENTUM == nets.discriminator.bn_momentum
@@ -338,7 +338,7 @@ def check_equivalence(args, batches: np.ndarray) -> dict:
 
     spec = MODELS[args.model]
     config = cfglib.override(zoo.get(args.model).default(), [f"data.name={args.data}"])
-    run = loop.setup(config)
+    run = zoo.setup(config)
     nets, state = run.module, loop.init_state(run)
     image_shape, levels = DATA[args.data]
     (h, w, c), f = image_shape, FEATURES

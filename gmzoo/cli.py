@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         finally:
             ckpt.close()
     config = cfglib.override(config, args.set or [])
-    train(config, workdir, resume=args.resume, overwrite=args.overwrite)
+    train(config, workdir, zoo.get, resume=args.resume, overwrite=args.overwrite)
 
 
 # gmzoo sample flags -> sample.* config keys
@@ -69,6 +69,7 @@ _SAMPLE_FLAGS = ("sampler", "steps", "eta", "guidance", "guide", "class_label", 
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    from gmzoo import zoo
     from gmzoo.train.loop import load_run, save_samples
 
     options = [(key, getattr(args, key)) for key in _SAMPLE_FLAGS if getattr(args, key) is not None]
@@ -81,7 +82,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     overrides = [f"sample.{key}={value}" for key, value in options]
     if args.sampler is not None and args.steps is None:
         overrides.append("sample.steps=0")  # another sampler: its own default step count
-    run, state = load_run(args.workdir, overrides=overrides)
+    run, state = load_run(args.workdir, zoo.get, overrides=overrides)
     save_samples(run, state.ema_params, out, args.n, seed=args.seed)
     what = ("test examples (source | output | target)" if run.recipe.translate is not None
             else "samples")
@@ -89,6 +90,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from gmzoo import zoo
     from gmzoo.train.evaluate import evaluate
 
     for item in args.set or []:
@@ -99,36 +101,55 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.sweep:
         from gmzoo.train.evaluate import sampler_sweep
 
-        sampler_sweep(args.workdir, args.sweep, overrides=args.set or [])
+        sampler_sweep(args.workdir, args.sweep, zoo.get, overrides=args.set or [])
         return
-    evaluate(args.workdir, overrides=args.set or [])
+    evaluate(args.workdir, zoo.get, overrides=args.set or [])
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    """What the families say about themselves: each row's description, then each family's own
+    sample and eval options (from their config sections), then the data sets."""
+    import dataclasses
+
     from gmzoo import zoo
+    from gmzoo.config import EvalConfig
     from gmzoo.data import registry
 
     print("models (gmzoo train NAME):")
     for name, r in sorted(zoo.models().items()):
         print(f"  {name:12s} {r.description}")
+    shared = {f.name for f in dataclasses.fields(EvalConfig)}
+    for section, cls_of, skip in (("sample", lambda r: r.sample_cls, set()),
+                                  ("eval", lambda r: r.eval_cls, shared)):
+        groups: dict[type, list[str]] = {}
+        for name, r in sorted(zoo.models().items()):
+            groups.setdefault(cls_of(r), []).append(name)
+        print(f"{section} options (--set {section}.KEY=VALUE; gmzoo sample / evaluate):")
+        if section == "eval":
+            print(f"  every model: {', '.join(f'{k}' for k in sorted(shared))}")
+        for cls, names in groups.items():
+            fields = [f for f in dataclasses.fields(cls) if f.name not in skip]
+            if not fields:
+                continue
+            doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()).replace("``", "")
+            print(f"  {', '.join(names)}: {doc}")
+            for f in fields:
+                choices = f.metadata.get("choices")
+                allowed = f" ({' | '.join(choices)})" if choices else ""
+                print(f"      {section}.{f.name} = {f.default!r}{allowed}")
+        if section == "sample":
+            print("  (other models: one sampler and no options)")
+    samplers = sorted({s for r in zoo.models().values() for s in r.samplers})
+    if samplers:
+        print(f"samplers (gmzoo sample --sampler NAME): {', '.join(samplers)}; per model:")
+        for name, r in sorted(zoo.models().items()):
+            if r.samplers:
+                print(f"  {name:12s} {', '.join(r.samplers)} (default {r.samplers[0]})")
     print("data sets (--set data.name=NAME):")
     for name in registry.list_datasets():
-        kind = ("2-D points (gan_toy)" if name in registry.TOY_SETS
+        kind = ("2-D points" if name in registry.TOY_SETS
                 else "embedded images" if name in registry.DATASETS else "TFDS images")
         print(f"  {name:14s} {kind}")
-    print("samplers (gmzoo sample --workdir DIR):")
-    print("  ancestral    prior draw -> decoder (AE, VAE, hierarchical VAE: top layer down)")
-    print("  generator    x = G(z) (GANs; --class C for cgan); image-to-image models translate "
-          "test images (grids of source | output | target)")
-    print("  diffusion models: --sampler NAME [--steps N] [--eta E] [--guidance W --guide "
-          "free|classifier] [--class C]")
-    for name, text in (("ddpm", "ancestral, all T steps (Ho et al. 2020)"),
-                       ("ddim", "DDIM, any number of steps, --eta 0..1 (Song et al. 2021)"),
-                       ("em", "reverse-SDE Euler-Maruyama"), ("rd", "reverse-diffusion predictor"),
-                       ("pc", "predictor-corrector: reverse diffusion + Langevin (--snr)"),
-                       ("ode", "probability-flow ODE, --ode-method euler|heun|rk4")):
-        users = [m for m, r in sorted(zoo.models().items()) if name in r.samplers]
-        print(f"  {name:12s} {text}; {', '.join(users)}")
     print("experiments: the files under experiments/ (gmzoo train experiments/FILE.py)")
 
 

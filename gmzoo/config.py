@@ -18,6 +18,40 @@ import typing
 from typing import Any
 
 
+# --- constraints, declared with the field they constrain --------------------------------------
+# A family declares its own options the same way, and `validate` checks every section of every
+# config without knowing the family: the rule lives in the field's metadata.
+
+def choice(default: str, *choices: str) -> Any:
+    """A ``str`` field that takes one of ``(default, *choices)``."""
+    return dataclasses.field(default=default, metadata={"choices": (default, *choices)})
+
+
+def positive(default: Any) -> Any:
+    """A number field that must be > 0."""
+    return dataclasses.field(default=default, metadata={"check": "positive"})
+
+
+def non_negative(default: Any) -> Any:
+    """A number field that must be >= 0."""
+    return dataclasses.field(default=default, metadata={"check": "non_negative"})
+
+
+def unit_interval(default: float) -> Any:
+    """A number field in [0, 1)."""
+    return dataclasses.field(default=default, metadata={"check": "unit_interval"})
+
+
+def at_least(default: int, minimum: int) -> Any:
+    """An integer field that must be >= ``minimum`` (e.g. -1 for "all classes in turn")."""
+    return dataclasses.field(default=default, metadata={"minimum": minimum})
+
+
+_CHECKS = {"positive": (lambda v: v > 0, "must be > 0"),
+           "non_negative": (lambda v: v >= 0, "must be >= 0"),
+           "unit_interval": (lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")}
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """What the model sees.
@@ -34,8 +68,8 @@ class DataConfig:
     """
 
     name: str = "mnist5k"
-    binarize: str = "none"
-    scale: str = "unit"
+    binarize: str = choice("none", "fixed", "dynamic")
+    scale: str = choice("unit", "symmetric", "levels")
     dequantize: bool = False
     data_dir: str | None = None
 
@@ -45,77 +79,49 @@ class OptimConfig:
     """An optax chain: clipping, then the optimizer with a warm-up + schedule, built in
     :func:`gmzoo.train.optim.make_optimizer`."""
 
-    optimizer: str = "adam"  # adam | adamw | sgd
-    learning_rate: float = 1e-3
-    schedule: str = "constant"  # constant | cosine
-    warmup_steps: int = 0
-    grad_clip_norm: float = 0.0  # 0 disables clipping
-    weight_decay: float = 0.0
-    b1: float = 0.9
-    b2: float = 0.999
-    ema_decay: float = 0.999  # 0 disables the EMA (EMA params == params)
+    optimizer: str = choice("adam", "adamw", "sgd")
+    learning_rate: float = positive(1e-3)
+    schedule: str = choice("constant", "cosine")
+    warmup_steps: int = non_negative(0)
+    grad_clip_norm: float = non_negative(0.0)  # 0 disables clipping
+    weight_decay: float = non_negative(0.0)
+    b1: float = unit_interval(0.9)
+    b2: float = unit_interval(0.999)
+    ema_decay: float = unit_interval(0.999)  # 0 disables the EMA (EMA params == params)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 5000
-    batch_size: int = 128  # global batch, split over all devices and processes
-    seed: int = 0
-    steps_per_call: int = 1  # steps fused into one compiled call (lax.scan over batches)
-    compute_dtype: str = "float32"  # float32 | bfloat16 (parameters stay float32)
-    log_every: int = 100
-    eval_every: int = 1000  # 0 disables periodic evaluation
-    sample_every: int = 1000  # 0 disables periodic sample grids
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
+    steps: int = positive(5000)
+    batch_size: int = positive(128)  # global batch, split over all devices and processes
+    seed: int = non_negative(0)
+    steps_per_call: int = positive(1)  # steps fused into one compiled call (lax.scan over batches)
+    compute_dtype: str = choice("float32", "bfloat16")  # parameters stay float32
+    log_every: int = positive(100)
+    eval_every: int = non_negative(1000)  # 0 disables periodic evaluation
+    sample_every: int = non_negative(1000)  # 0 disables periodic sample grids
+    checkpoint_every: int = positive(1000)
+    keep_checkpoints: int = positive(3)
     progress_bar: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    iwae_k: int = 1000  # importance samples for the log-likelihood estimate
-    num_samples: int = 1000  # samples for FD / KID
-    batch_size: int = 100
-    max_examples: int = 0  # 0: the whole test split
+    """What ``gmzoo evaluate`` shares across families. A family with evaluation options of its
+    own (importance samples, ODE steps, AIS chains) subclasses it (``Recipe.eval_config``)."""
+
+    num_samples: int = positive(1000)  # samples for FD / KID
+    batch_size: int = positive(100)
+    max_examples: int = non_negative(0)  # 0: the whole test split
     seed: int = 1234  # evaluation uses this fixed key
-    feature_net_steps: int = 0  # training steps of the FD/KID classifier; 0: its default per set
-    vlb_timesteps: int = 0  # diffusion bound: 0 sums all T terms, K > 0 a stratified estimate
-    ode_steps: int = 100  # probability-flow ODE likelihood: fixed steps of eval.ode_method
-    ode_method: str = "rk4"
-    ode_grid: str = "logsnr"  # logsnr | uniform in t (see gmzoo.diffusion.solvers.time_grid)
-    trace: str = "hutchinson"  # hutchinson | exact divergence (small images only)
+    feature_net_steps: int = non_negative(0)  # FD/KID classifier steps; 0: its default per set
 
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
-    """How a model with several samplers draws (``gmzoo sample --sampler ... --steps ...``).
-
-    Attributes:
-      sampler: ``""`` (the model's default) or one the model lists in ``gmzoo list``: ``ddpm``
-        (ancestral), ``ddim``, ``em`` (reverse-SDE Euler-Maruyama), ``rd`` (reverse-diffusion
-        predictor), ``pc`` (predictor-corrector), ``ode`` (probability-flow ODE).
-      steps: sampler steps; 0: the model's default (all T steps for ``ddpm``).
-      eta: DDIM noise (0: deterministic, 1: DDPM-like).
-      guidance: guidance weight w (classifier-free: (1 + w) eps(x, c) - w eps(x); classifier:
-        the scale of grad log p(c | x_t)); 0: none.
-      guide: ``free`` (classifier-free; class-conditional models) or ``classifier`` (models
-        trained with a noise-conditional classifier).
-      class_label: the class to draw; -1: classes 0..K-1 in turn (conditional models).
-      ode_method: ``euler``, ``heun`` or ``rk4`` for the ``ode`` sampler.
-      corrector_steps, snr: Langevin corrector of ``pc`` (Song et al. 2021).
-      clip: clip the predicted x_0 to the data range [-1, 1] (DDPM, DDIM).
-    """
-
-    sampler: str = ""
-    steps: int = 0
-    eta: float = 0.0
-    guidance: float = 0.0
-    guide: str = "free"
-    class_label: int = -1
-    ode_method: str = "rk4"
-    corrector_steps: int = 1
-    snr: float = 0.16
-    clip: bool = True
+    """A family's sampler options (``--set sample.X=...``): the base has none. A family with
+    several samplers or sampler settings subclasses it (``Recipe.sample_config``), e.g.
+    :class:`gmzoo.recipes.diffusion.DiffusionSampleConfig`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +211,48 @@ def from_dict(cls: type, data: dict[str, Any], *, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _unknown_key_message(key: str, allowed: list[str]) -> str:
+# Keys of the sample and eval sections that every saved run held while those sections were shared
+# by all families (gmzoo <= 0.1). A family's own section may lack them; a saved run still loads.
+LEGACY_KEYS = {
+    "sample": ("sampler", "steps", "eta", "guidance", "guide", "class_label", "ode_method",
+               "corrector_steps", "snr", "clip"),
+    "eval": ("iwae_k", "vlb_timesteps", "ode_steps", "ode_method", "ode_grid", "trace"),
+}
+
+
+def experiment_from_dict(d: dict[str, Any], *, model_cls: type, sample_cls: type = SampleConfig,
+                         eval_cls: type = EvalConfig) -> "ExperimentConfig":
+    """Rebuilds an experiment config saved as JSON with the family's classes of its model,
+    sample and eval sections (legacy shared keys they lack are dropped, see ``LEGACY_KEYS``)."""
+
+    def section(name: str, cls: type) -> Any:
+        data = dict(d.get(name, {}))
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for k in LEGACY_KEYS.get(name, ()):
+            if k not in fields:
+                data.pop(k, None)
+        return from_dict(cls, data, prefix=f"{name}.")
+
+    return ExperimentConfig(
+        model=from_dict(model_cls, d["model"], prefix="model."),
+        data=section("data", DataConfig), optim=section("optim", OptimConfig),
+        train=section("train", TrainConfig), eval=section("eval", eval_cls),
+        sample=section("sample", sample_cls))
+
+
+def _unknown_key_message(key: str, allowed: list[str], config: Any = None) -> str:
+    section = key.split(".", 1)[0]
+    model = getattr(getattr(config, "model", None), "name", None)
+    if model and section in ("sample", "eval"):
+        # The family's own section: say whose options these are, and name only them.
+        allowed = [k for k in allowed if k.startswith(section + ".")]
+        if not allowed:
+            return (f"model {model} has one sampler and no sample.* options; {key!r} is not one "
+                    "of its settings")
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return (f"model {model} has no option {key!r}.{hint} Its {section} options: "
+                f"{', '.join(sorted(allowed))}")
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return f"unknown config key {key!r}.{hint} Allowed: {', '.join(sorted(allowed))}"
@@ -235,7 +282,7 @@ def override(config: Any, assignments: list[str]) -> Any:
                               "argument, e.g. `gmzoo train conv_vae`")
         allowed = all_keys(config)
         if key not in allowed:
-            raise ConfigError(_unknown_key_message(key, allowed))
+            raise ConfigError(_unknown_key_message(key, allowed, config))
         config = _replace_path(config, key.split("."), value, key)
     return config
 
@@ -264,42 +311,31 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-_CHOICES = {
-    "data.binarize": ("none", "fixed", "dynamic"),
-    "data.scale": ("unit", "symmetric", "levels"),
-    "optim.optimizer": ("adam", "adamw", "sgd"),
-    "optim.schedule": ("constant", "cosine"),
-    "train.compute_dtype": ("float32", "bfloat16"),
-    "sample.guide": ("free", "classifier"),
-    "sample.ode_method": ("euler", "heun", "rk4"),
-    "eval.ode_method": ("euler", "heun", "rk4"),
-    "eval.ode_grid": ("logsnr", "uniform"),
-    "eval.trace": ("hutchinson", "exact"),
-}
-_POSITIVE = ("optim.learning_rate", "train.steps", "train.batch_size", "train.steps_per_call",
-             "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-             "eval.iwae_k", "eval.num_samples", "eval.batch_size")
-_NON_NEGATIVE = ("sample.steps", "sample.eta", "sample.guidance", "sample.corrector_steps",
-                 "sample.snr", "eval.ode_steps", "eval.vlb_timesteps", "eval.feature_net_steps", "optim.warmup_steps", "optim.grad_clip_norm", "optim.weight_decay",
-                 "train.eval_every", "train.sample_every", "eval.max_examples", "train.seed")
-_UNIT_INTERVAL = ("optim.ema_decay", "optim.b1", "optim.b2")
+def _constraints(config: Any, prefix: str = "") -> list[tuple[str, Any, dict]]:
+    """``(dotted key, value, field metadata)`` of every leaf of a nested config."""
+    out = []
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if dataclasses.is_dataclass(v):
+            out += _constraints(v, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, v, f.metadata))
+    return out
 
 
 def validate(config: ExperimentConfig) -> None:
-    """Refuses values no run can use, with what was wrong and what is allowed."""
-    flat = _flatten(to_dict(config))
-    for key, choices in _CHOICES.items():
-        if flat[key] not in choices:
-            raise ConfigError(f"{key}={flat[key]!r} is not allowed; choose one of {', '.join(choices)}")
-    for key in _POSITIVE:
-        if not flat[key] > 0:
-            raise ConfigError(f"{key}={flat[key]} must be > 0")
-    for key in _NON_NEGATIVE:
-        if not flat[key] >= 0:
-            raise ConfigError(f"{key}={flat[key]} must be >= 0")
-    for key in _UNIT_INTERVAL:
-        if not 0.0 <= flat[key] < 1.0:
-            raise ConfigError(f"{key}={flat[key]} must be in [0, 1)")
+    """Refuses values no run can use, with what was wrong and what is allowed: each field's
+    declared constraint (``choice``, ``positive``, ...), in every section, the family's own too."""
+    for key, value, meta in _constraints(config):
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of "
+                              f"{', '.join(meta['choices'])}")
+        if "minimum" in meta and not value >= meta["minimum"]:
+            raise ConfigError(f"{key}={value} must be >= {meta['minimum']}")
+        if "check" in meta:
+            ok, what = _CHECKS[meta["check"]]
+            if not ok(value):
+                raise ConfigError(f"{key}={value} {what}")
     t = config.train
     if t.checkpoint_every % t.steps_per_call:
         raise ConfigError(

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmzoo.diffusion.schedules import Schedule, _bcast, q_posterior
+from gmzoo.diffusion.schedules import Schedule, q_posterior
+from gmzoo.nn.tree import expand_like
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 VARIANCES = ("posterior", "beta")
@@ -22,7 +23,7 @@ VARIANCES = ("posterior", "beta")
 
 def _x0_from_eps(schedule: Schedule, x: jax.Array, t: jax.Array, eps: jax.Array,
                  clip: tuple[float, float] | None) -> jax.Array:
-    abar = _bcast(schedule.alphas_cumprod[t], x)
+    abar = expand_like(schedule.alphas_cumprod[t], x)
     x0 = (x - jnp.sqrt(1.0 - abar) * eps) / jnp.sqrt(abar)
     return x0 if clip is None else jnp.clip(x0, *clip)
 
@@ -43,7 +44,7 @@ def ddpm_step(eps_fn: EpsFn, schedule: Schedule, x: jax.Array, t: jax.Array, key
     if variance == "beta":
         var = schedule.betas[tb]
     noise = jax.random.normal(key, x.shape, x.dtype)
-    return mean + jnp.where(t > 0, 1.0, 0.0) * _bcast(jnp.sqrt(var), x) * noise
+    return mean + jnp.where(t > 0, 1.0, 0.0) * expand_like(jnp.sqrt(var), x) * noise
 
 
 def ddpm_ancestral(eps_fn: EpsFn, key: jax.Array, x_T: jax.Array, schedule: Schedule, *,

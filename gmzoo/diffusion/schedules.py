@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from gmzoo.nn.tree import expand_like
+
 SCHEDULES = ("linear", "cosine")
 
 
@@ -88,11 +90,6 @@ def make(name: str, num_steps: int) -> Schedule:
     raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
 
 
-def _bcast(a: jax.Array, x: jax.Array) -> jax.Array:
-    """``a [B] -> [B, 1, ..., 1]`` to broadcast against ``x [B, ...]``."""
-    return jnp.reshape(a, a.shape + (1,) * (x.ndim - a.ndim))
-
-
 def coeffs(schedule: Schedule, t: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(alpha_t, sigma_t) = (sqrt(abar_t), sqrt(1 - abar_t))`` at integer steps ``t``: the
     generic x_t = alpha_t x_0 + sigma_t eps of every Gaussian diffusion."""
@@ -103,13 +100,13 @@ def coeffs(schedule: Schedule, t: jax.Array) -> tuple[jax.Array, jax.Array]:
 def q_sample(schedule: Schedule, x0: jax.Array, t: jax.Array, eps: jax.Array) -> jax.Array:
     """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (the reparameterised q(x_t | x_0))."""
     alpha, sigma = coeffs(schedule, t)
-    return _bcast(alpha, x0) * x0 + _bcast(sigma, x0) * eps
+    return expand_like(alpha, x0) * x0 + expand_like(sigma, x0) * eps
 
 
 def q_posterior(schedule: Schedule, x0: jax.Array, x_t: jax.Array,
                 t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Mean ``[B, ...]``, variance ``[B]`` and clipped log-variance ``[B]`` of
     q(x_{t-1} | x_t, x_0)."""
-    mean = (_bcast(schedule.posterior_mean_coef_x0[t], x0) * x0
-            + _bcast(schedule.posterior_mean_coef_xt[t], x_t) * x_t)
+    mean = (expand_like(schedule.posterior_mean_coef_x0[t], x0) * x0
+            + expand_like(schedule.posterior_mean_coef_xt[t], x_t) * x_t)
     return mean, schedule.posterior_variance[t], schedule.posterior_log_variance_clipped[t]

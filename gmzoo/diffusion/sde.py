@@ -33,17 +33,13 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from gmzoo.nn.tree import expand_like
+
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]  # (x [B, ...], t [B]) -> score [B, ...]
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _bcast(a: ArrayLike, x: jax.Array) -> jax.Array:
-    """`a` `[B]` (or scalar) reshaped to broadcast against `x` `[B, ...]`."""
-    a = jnp.asarray(a, x.dtype)
-    return jnp.reshape(a, a.shape + (1,) * (x.ndim - a.ndim))
-
-
-def _batch_t(t: ArrayLike, x: jax.Array) -> jax.Array:
+def batch_time(t: ArrayLike, x: jax.Array) -> jax.Array:
     """`t` as a `[B]` float array for the batch `x` `[B, ...]`."""
     return jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:1])
 
@@ -75,8 +71,8 @@ class _LinearSDE:
 
     def marginal(self, x0: jax.Array, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """Mean `[B, ...]` and std `[B]` of p_0t(x_t | x_0) = N(alpha(t) x_0, sigma(t)^2 I)."""
-        alpha, sigma = self.marginal_coeffs(_batch_t(t, x0))
-        return _bcast(alpha, x0) * x0, sigma
+        alpha, sigma = self.marginal_coeffs(batch_time(t, x0))
+        return expand_like(alpha, x0) * x0, sigma
 
     def discretize(self, x: jax.Array, t: ArrayLike, dt: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """One forward step t - dt -> t as x_t = x_{t-dt} + f_i + G_i z (Song et al. 2021, Appendix
@@ -121,8 +117,8 @@ class VPSDE(_LinearSDE):
 
     def sde(self, x: jax.Array, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """Drift f(x, t) = -1/2 beta(t) x `[B, ...]` and diffusion g(t) = sqrt(beta(t)) `[B]`."""
-        beta = self.beta(_batch_t(t, x))
-        return -0.5 * _bcast(beta, x) * x, jnp.sqrt(beta)
+        beta = self.beta(batch_time(t, x))
+        return -0.5 * expand_like(beta, x) * x, jnp.sqrt(beta)
 
     def marginal_coeffs(self, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """alpha(t) = exp(-1/2 int_0^t beta), sigma(t) = sqrt(1 - alpha(t)^2)."""
@@ -142,11 +138,11 @@ class VPSDE(_LinearSDE):
         2020): f_i = (sqrt(1 - beta_i) - 1) x, G_i = sqrt(beta_i), with the DDPM beta of the step
         beta_i = 1 - (alpha(t) / alpha(t - dt))^2 = beta(t) dt + O(dt^2). (score_sde uses
         beta(t) dt itself, which exceeds 1 for steps longer than 1 / beta_max.)"""
-        t = _batch_t(t, x)
+        t = batch_time(t, x)
         log_ratio = _vp_log_mean_coeff(self.beta_min, self.beta_max, t) - _vp_log_mean_coeff(
             self.beta_min, self.beta_max, jnp.maximum(t - dt, 0.0))  # log alpha(t)/alpha(t-dt)
         beta_i = -jnp.expm1(2.0 * log_ratio)
-        return (_bcast(jnp.exp(log_ratio), x) - 1.0) * x, jnp.sqrt(beta_i)
+        return (expand_like(jnp.exp(log_ratio), x) - 1.0) * x, jnp.sqrt(beta_i)
 
 
 @jax.tree_util.register_static
@@ -168,10 +164,10 @@ class SubVPSDE(_LinearSDE):
 
     def sde(self, x: jax.Array, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """f(x, t) = -1/2 beta(t) x, g(t) = sqrt(beta(t) (1 - alpha(t)^4))."""
-        t = _batch_t(t, x)
+        t = batch_time(t, x)
         beta = self.beta(t)
         discount = -jnp.expm1(4.0 * _vp_log_mean_coeff(self.beta_min, self.beta_max, t))
-        return -0.5 * _bcast(beta, x) * x, jnp.sqrt(beta * discount)
+        return -0.5 * expand_like(beta, x) * x, jnp.sqrt(beta * discount)
 
     def marginal_coeffs(self, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """alpha(t) as in the VP SDE, sigma(t) = 1 - alpha(t)^2 (a std, not a variance)."""
@@ -208,7 +204,7 @@ class VESDE(_LinearSDE):
 
     def sde(self, x: jax.Array, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """f = 0, g(t) = sigma(t) sqrt(2 log(sigma_max / sigma_min))."""
-        sigma = self.sigma(_batch_t(t, x))
+        sigma = self.sigma(batch_time(t, x))
         return jnp.zeros_like(x), sigma * math.sqrt(2.0 * math.log(self.sigma_max / self.sigma_min))
 
     def marginal_coeffs(self, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -227,7 +223,7 @@ class VESDE(_LinearSDE):
     def discretize(self, x: jax.Array, t: ArrayLike, dt: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """NCSN step t - dt -> t (Song & Ermon 2019), x_t = x_{t-dt} + G_i z:
         f_i = 0, G_i = sqrt(sigma(t)^2 - sigma(t - dt)^2)."""
-        t = _batch_t(t, x)
+        t = batch_time(t, x)
         g2 = jnp.square(self.sigma(t)) - jnp.square(self.sigma(jnp.maximum(t - dt, 0.0)))
         return jnp.zeros_like(x), jnp.sqrt(g2)
 
@@ -247,20 +243,20 @@ class ReverseSDE:
 
     def sde(self, x: jax.Array, t: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """Drift f - g^2 score (f - 1/2 g^2 score for the ODE) `[B, ...]`, diffusion g (0) `[B]`."""
-        t = _batch_t(t, x)
+        t = batch_time(t, x)
         drift, diffusion = self.forward.sde(x, t)
         weight = 0.5 if self.probability_flow else 1.0
-        drift = drift - weight * _bcast(jnp.square(diffusion), x) * self.score_fn(x, t)
+        drift = drift - weight * expand_like(jnp.square(diffusion), x) * self.score_fn(x, t)
         return drift, (jnp.zeros_like(diffusion) if self.probability_flow else diffusion)
 
     def discretize(self, x: jax.Array, t: ArrayLike, dt: ArrayLike) -> tuple[jax.Array, jax.Array]:
         """Reverse-diffusion step t -> t - dt as x_{t-dt} = x_t - f_i + G_i z (Appendix E, the
         forward discretisation run backwards): f_i = f_i^fwd - G_i^2 score (1/2 G_i^2 for the
         ODE), G_i = G_i^fwd (0 for the ODE)."""
-        t = _batch_t(t, x)
+        t = batch_time(t, x)
         f, G = self.forward.discretize(x, t, dt)
         weight = 0.5 if self.probability_flow else 1.0
-        f = f - weight * _bcast(jnp.square(G), x) * self.score_fn(x, t)
+        f = f - weight * expand_like(jnp.square(G), x) * self.score_fn(x, t)
         return f, (jnp.zeros_like(G) if self.probability_flow else G)
 
 

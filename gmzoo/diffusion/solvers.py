@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmzoo.diffusion.sde import SDE, ScoreFn, SubVPSDE, VPSDE, _bcast, _batch_t
+from gmzoo.diffusion.sde import SDE, ScoreFn, SubVPSDE, VPSDE, batch_time
+from gmzoo.nn.tree import expand_like
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")
 ODE_METHODS = ("euler", "heun", "rk4")
@@ -80,7 +81,7 @@ def euler_maruyama_step(sde: SDE, score_fn: ScoreFn, key: jax.Array, x: jax.Arra
     drift, diffusion = sde.reverse(score_fn).sde(x, t)
     x_mean = x - drift * dt
     noise = jax.random.normal(key, x.shape, x.dtype)
-    return x_mean + _bcast(diffusion, x) * jnp.sqrt(dt) * noise, x_mean
+    return x_mean + expand_like(diffusion, x) * jnp.sqrt(dt) * noise, x_mean
 
 
 def reverse_diffusion_step(sde: SDE, score_fn: ScoreFn, key: jax.Array, x: jax.Array,
@@ -89,7 +90,7 @@ def reverse_diffusion_step(sde: SDE, score_fn: ScoreFn, key: jax.Array, x: jax.A
     x = x_mean + G_i z with the SDE's own discretisation (f_i, G_i). Returns `(x, x_mean)`."""
     f, G = sde.reverse(score_fn).discretize(x, t, dt)
     x_mean = x - f
-    return x_mean + _bcast(G, x) * jax.random.normal(key, x.shape, x.dtype), x_mean
+    return x_mean + expand_like(G, x) * jax.random.normal(key, x.shape, x.dtype), x_mean
 
 
 _PREDICTOR_STEPS = {"reverse_diffusion": reverse_diffusion_step,
@@ -102,7 +103,7 @@ def euler_maruyama(sde: SDE, score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, 
 
     def step(carry, inp):
         t, dt, k = inp
-        return euler_maruyama_step(sde, score_fn, k, carry[0], _batch_t(t, x_T), dt)
+        return euler_maruyama_step(sde, score_fn, k, carry[0], batch_time(t, x_T), dt)
 
     return _scan_sampler(step, x_T, _steps(ts, key), return_trajectory)
 
@@ -114,7 +115,7 @@ def reverse_diffusion(sde: SDE, score_fn: ScoreFn, key: jax.Array, x_T: jax.Arra
 
     def step(carry, inp):
         t, dt, k = inp
-        return reverse_diffusion_step(sde, score_fn, k, carry[0], _batch_t(t, x_T), dt)
+        return reverse_diffusion_step(sde, score_fn, k, carry[0], batch_time(t, x_T), dt)
 
     return _scan_sampler(step, x_T, _steps(ts, key), return_trajectory)
 
@@ -162,7 +163,7 @@ def pc_sampler(sde: SDE, score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, ts: 
 
     def step(carry, inp):
         t, dt, k = inp
-        x, tb = carry[0], _batch_t(t, x_T)
+        x, tb = carry[0], batch_time(t, x_T)
         k_pred, k_corr = jax.random.split(k)
         if corrector_steps:
             alpha = _langevin_alpha(sde, t, dt)

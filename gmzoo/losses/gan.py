@@ -40,13 +40,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from gmzoo.nn.tree import at_least_f32
+
 LossPair = tuple[Callable[..., jax.Array], Callable[..., jax.Array]]
-
-
-def _f32(x: ArrayLike) -> jax.Array:
-    """`x` as an array of at least float32 precision (bfloat16 / float16 logits are promoted)."""
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _mean(x: jax.Array) -> jax.Array:
@@ -63,27 +59,27 @@ def minimax_value(real_logits: ArrayLike, fake_logits: ArrayLike) -> jax.Array:
     (logits 0) gives -log 4; D* = p_d / (p_d + p_g) gives -log 4 + 2 JSD(p_d || p_g).
     real_logits `[B, ...]`, fake_logits `[B', ...]` -> scalar.
     """
-    return (_mean(jax.nn.log_sigmoid(_f32(real_logits)))
-            + _mean(jax.nn.log_sigmoid(-_f32(fake_logits))))
+    return (_mean(jax.nn.log_sigmoid(at_least_f32(real_logits)))
+            + _mean(jax.nn.log_sigmoid(-at_least_f32(fake_logits))))
 
 
 def minimax_d_loss(real_logits: ArrayLike, fake_logits: ArrayLike) -> jax.Array:
     """Discriminator loss -V(D, G) = E softplus(-l_real) + E softplus(l_fake) (D maximises V):
     the binary cross-entropy with real labelled 1 and fake labelled 0. -> scalar."""
-    return _mean(jax.nn.softplus(-_f32(real_logits))) + _mean(jax.nn.softplus(_f32(fake_logits)))
+    return _mean(jax.nn.softplus(-at_least_f32(real_logits))) + _mean(jax.nn.softplus(at_least_f32(fake_logits)))
 
 
 def minimax_g_loss(fake_logits: ArrayLike) -> jax.Array:
     """Generator loss of the minimax game, E log(1 - D(G(z))) = -E softplus(l_fake) (G minimises
     V; the real term does not depend on G). Saturates when D rejects fakes confidently.
     -> scalar."""
-    return -_mean(jax.nn.softplus(_f32(fake_logits)))
+    return -_mean(jax.nn.softplus(at_least_f32(fake_logits)))
 
 
 def non_saturating_g_loss(fake_logits: ArrayLike) -> jax.Array:
     """Non-saturating generator loss -E log D(G(z)) = E softplus(-l_fake) (Goodfellow et al.
     2014, Sec. 3): same fixed point as the minimax loss, strong gradients early on. -> scalar."""
-    return _mean(jax.nn.softplus(-_f32(fake_logits)))
+    return _mean(jax.nn.softplus(-at_least_f32(fake_logits)))
 
 
 # ---- Wasserstein (Arjovsky et al. 2017; Gulrajani et al. 2017) ------------------------------
@@ -91,12 +87,12 @@ def non_saturating_g_loss(fake_logits: ArrayLike) -> jax.Array:
 def wasserstein_d_loss(real_scores: ArrayLike, fake_scores: ArrayLike) -> jax.Array:
     """Critic loss E f(G(z)) - E f(x): minimising it maximises the Kantorovich-Rubinstein
     estimate E f(x) - E f(G(z)) of W_1(p_d, p_g) over (approximately) 1-Lipschitz f. -> scalar."""
-    return _mean(_f32(fake_scores)) - _mean(_f32(real_scores))
+    return _mean(at_least_f32(fake_scores)) - _mean(at_least_f32(real_scores))
 
 
 def wasserstein_g_loss(fake_scores: ArrayLike) -> jax.Array:
     """Generator loss -E f(G(z)). -> scalar."""
-    return -_mean(_f32(fake_scores))
+    return -_mean(at_least_f32(fake_scores))
 
 
 def clip_weights(params: Any, c: float) -> Any:
@@ -142,7 +138,7 @@ def per_example_grad_norms(fn: Callable[[jax.Array], jax.Array], x: ArrayLike) -
     channels of one example). For a multi-output critic (PatchGAN `[B, h, w, 1]`) it is the
     gradient of the sum of that example's outputs."""
     grads = _input_grads(fn, jnp.asarray(x))
-    flat = _f32(grads).reshape(grads.shape[0], -1)  # [B, D]
+    flat = at_least_f32(grads).reshape(grads.shape[0], -1)  # [B, D]
     return _safe_norm(jnp.sum(jnp.square(flat), axis=1))
 
 
@@ -178,25 +174,25 @@ def gradient_penalty(
 
 def hinge_d_loss(real_scores: ArrayLike, fake_scores: ArrayLike) -> jax.Array:
     """E relu(1 - D(x)) + E relu(1 + D(G(z))). -> scalar."""
-    return (_mean(jax.nn.relu(1.0 - _f32(real_scores)))
-            + _mean(jax.nn.relu(1.0 + _f32(fake_scores))))
+    return (_mean(jax.nn.relu(1.0 - at_least_f32(real_scores)))
+            + _mean(jax.nn.relu(1.0 + at_least_f32(fake_scores))))
 
 
 def hinge_g_loss(fake_scores: ArrayLike) -> jax.Array:
     """-E D(G(z)). -> scalar."""
-    return -_mean(_f32(fake_scores))
+    return -_mean(at_least_f32(fake_scores))
 
 
 # ---- least squares (Mao et al. 2017, eq. 2 with a = 0, b = 1, c = 1) ------------------------
 
 def least_squares_d_loss(real_scores: ArrayLike, fake_scores: ArrayLike) -> jax.Array:
     """1/2 E (D(x) - 1)^2 + 1/2 E D(G(z))^2 on raw (unsquashed) outputs. -> scalar."""
-    return 0.5 * (_mean(jnp.square(_f32(real_scores) - 1.0)) + _mean(jnp.square(_f32(fake_scores))))
+    return 0.5 * (_mean(jnp.square(at_least_f32(real_scores) - 1.0)) + _mean(jnp.square(at_least_f32(fake_scores))))
 
 
 def least_squares_g_loss(fake_scores: ArrayLike) -> jax.Array:
     """1/2 E (D(G(z)) - 1)^2. -> scalar."""
-    return 0.5 * _mean(jnp.square(_f32(fake_scores) - 1.0))
+    return 0.5 * _mean(jnp.square(at_least_f32(fake_scores) - 1.0))
 
 
 # ---- regularisers ---------------------------------------------------------------------------
@@ -210,7 +206,7 @@ def r1_penalty(disc_fn: Callable[[jax.Array], jax.Array], real: ArrayLike) -> ja
     for gamma = 10). Squared norms over all non-batch axes, then the mean over the batch.
     """
     grads = _input_grads(disc_fn, jnp.asarray(real))
-    flat = _f32(grads).reshape(grads.shape[0], -1)  # [B, D]
+    flat = at_least_f32(grads).reshape(grads.shape[0], -1)  # [B, D]
     return jnp.mean(jnp.sum(jnp.square(flat), axis=1))
 
 
@@ -232,7 +228,7 @@ def feature_matching_loss(real_features: Any, fake_features: Any) -> jax.Array:
         raise ValueError("feature_matching_loss needs at least one feature array")
     total = jnp.zeros((), jnp.float32)
     for i, (r, f) in enumerate(zip(real_leaves, fake_leaves)):
-        r, f = _f32(r), _f32(f)
+        r, f = at_least_f32(r), at_least_f32(f)
         if r.ndim < 1 or r.shape[1:] != f.shape[1:]:
             raise ValueError(
                 f"feature {i}: real and fake must be [B, ...] with the same feature shape, got "

@@ -21,10 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-
-def _f32(x: ArrayLike) -> jax.Array:
-    x = jnp.asarray(x)
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+from gmzoo.nn.tree import at_least_f32
 
 
 def _check_same(x: jax.Array, y: jax.Array, name: str) -> None:
@@ -34,14 +31,14 @@ def _check_same(x: jax.Array, y: jax.Array, name: str) -> None:
 
 def l1_loss(output: ArrayLike, target: ArrayLike) -> jax.Array:
     """mean |output - target| (pix2pix's L_L1), scalar."""
-    output, target = _f32(output), _f32(target)
+    output, target = at_least_f32(output), at_least_f32(target)
     _check_same(output, target, "l1_loss")
     return jnp.mean(jnp.abs(output - target))
 
 
 def mse_loss(output: ArrayLike, target: ArrayLike) -> jax.Array:
     """mean (output - target)^2 (SRGAN's pixel-wise MSE content loss), scalar."""
-    output, target = _f32(output), _f32(target)
+    output, target = at_least_f32(output), at_least_f32(target)
     _check_same(output, target, "mse_loss")
     return jnp.mean(jnp.square(output - target))
 

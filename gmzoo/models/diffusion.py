@@ -14,12 +14,10 @@ pooling and a Dense to logits.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gmzoo.nn.embeddings import TimeEmbedding
 from gmzoo.nn.normalization import GroupNorm
@@ -36,12 +34,7 @@ from gmzoo.nn.unet import (
 )
 
 __all__ = ["MediumUNet", "NoiseClassifier", "SmallUNet", "TimeMLP", "TinyNoiseClassifier", "TinyTimeMLP",
-           "TinyUNet", "UNet", "param_count"]
-
-
-def param_count(params: Any) -> int:
-    """Number of scalars in a parameter pytree (works on `jax.eval_shape` output too)."""
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+           "TinyUNet", "UNet"]
 
 
 class NoiseClassifier(nn.Module):

@@ -47,7 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gmzoo.models.diffusion import param_count
+from gmzoo.nn.tree import param_count
 from gmzoo.nn.conv import UpConv
 
 __all__ = [

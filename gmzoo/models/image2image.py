@@ -62,7 +62,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gmzoo.models.diffusion import param_count
+from gmzoo.nn.tree import param_count
 from gmzoo.models.gan import LEAKY_SLOPE
 from gmzoo.nn.conv import UpConv
 

@@ -36,22 +36,26 @@ class Recipe:
       build: ``build(model_cfg, image_shape, num_levels) -> nn.Module``.
       check: ``check(experiment_cfg, image_shape)``: raise ConfigError for configs the model
         cannot take (wrong data space for its likelihood, image shape), before any compute.
-      init: ``init(module, key, batch) -> variables`` (a prepared example batch).
+      init: ``init(module, key, batch) -> variables`` on a real batch of training data in the
+        data space (``init_batch`` examples), so data-dependent initialisation (k-means++,
+        data marginals, ActNorm) works. Collections other than ``"params"`` become the train
+        state's ``model_state``: state that persists across steps (batch statistics,
+        persistent chains, a replay buffer), checkpointed and resumed to the bit.
+      init_batch: how many training examples ``init`` sees: 0, a whole training batch
+        (``train.batch_size``); the default 2 suffices for shape-only initialisation.
       loss: ``loss(model_cfg, module) -> loss_fn(params, batch, key) -> (loss, metrics)``.
       sampler: ``sampler(model_cfg, module, *, mean, sampling) -> sample(params, key, n) ->
         [n, H, W, C]`` in the data space: the likelihood's mean (``mean=True``) or a draw from
-        it; ``sampling`` is the experiment's :class:`~gmzoo.config.SampleConfig`. ``None`` for
-        image-to-image models (they have ``translate`` instead).
-      log_likelihood: for likelihood models, ``log_likelihood(model_cfg, module, k) ->
-        fn(params, x, key) -> [B]`` log p(x) in nats (an estimate or bound; see ``bound``).
-      bound: what ``log_likelihood`` computes, e.g. ``"IWAE"`` or ``"exact"``.
-      samplers: the ``sample.sampler`` names the model takes, its default first; empty: one
-        sampler and no ``sample.*`` options.
+        it; ``sampling`` is the experiment's ``sample`` section (an instance of
+        ``sample_config``). ``None`` for image-to-image models (they have ``translate``).
+      samplers: the ``sample.sampler`` names the model takes, its default first (the family's
+        sample config then has a ``sampler`` field); empty: one sampler.
       check_sampling: ``check_sampling(model_cfg, sampling)``: raise ConfigError for sampler
         options the model cannot take.
-      likelihoods: for models with several likelihood bounds, ``likelihoods(model_cfg, module,
-        eval_cfg) -> {label: fn(params, x, key) -> [B]}`` log p(x) in nats (reported beside
-        ``log_likelihood``'s).
+      likelihoods: for likelihood models, ``likelihoods(model_cfg, module, eval_cfg) ->
+        {label: fn(params, x, key) -> [B]}`` log p(x) in nats, exact or a bound or an
+        estimate, which the label says (e.g. ``"IWAE (k=1000)"``, ``"exact"``); the first is
+        the model's headline figure, the others are reported beside it.
       sample_batch: draw samples in batches of this size (0: all at once).
       train_step: for models that are not one loss minimised by one optimizer (e.g. a GAN's
         two players), ``train_step(config, module, *, prepare, compute_dtype,
@@ -69,6 +73,24 @@ class Recipe:
       data_kinds: the kinds of data set the model takes: ``"images"`` (digits, mnist5k, TFDS)
         and/or ``"points"`` (the 2-D toy sets of :mod:`gmzoo.data.toys`, whose "image" is a
         point ``[2]``); the spine refuses the others before any compute.
+      sample_config, eval_config: the family's own ``sample`` and ``eval`` sections (frozen
+        dataclasses subclassing :class:`~gmzoo.config.SampleConfig` and
+        :class:`~gmzoo.config.EvalConfig`, their constraints declared with
+        :func:`~gmzoo.config.choice`, :func:`~gmzoo.config.positive`, ...), set with
+        ``--set sample.X=...`` / ``--set eval.X=...``. ``None``: the classes of ``default()``'s
+        sections (see :attr:`sample_cls`, :attr:`eval_cls`).
+      report: ``report(run, params, out_dir) -> {name: number or text}``: the family's own
+        lines in ``gmzoo evaluate``'s report (``run`` is the spine's
+        :class:`~gmzoo.train.loop.Run`); it may write figures into the existing folder
+        ``out_dir`` and name them in its lines.
+      first_stage: for a model trained on top of another trained run (latent diffusion on an
+        autoencoder), the model config field holding that run's workdir; the spine loads it
+        through its table and passes ``check`` and ``build`` a
+        :class:`~gmzoo.train.loop.Stage` as ``stage=`` (its ``config``, ``run`` and ``state``).
+      tiny: ``--set`` overrides that make the model tiny (tests, smoke runs): the contract test
+        over the model table (tests/test_model_table.py) trains every row with them.
+      uses_labels: ``uses_labels(model_cfg) -> bool``: whether the model reads the labels (the
+        spine then checks ``model.num_classes`` against the data set's classes).
     """
 
     name: str
@@ -80,8 +102,6 @@ class Recipe:
     init: Callable[[nn.Module, jax.Array, dict], Any]
     loss: Callable[[Any, nn.Module], Callable]
     sampler: Callable[..., Callable] | None  # (model_cfg, module, *, mean: bool, sampling)
-    log_likelihood: Callable[[Any, nn.Module, int], Callable] | None = None
-    bound: str = ""
     samplers: tuple[str, ...] = ()
     check_sampling: Callable[[Any, Any], None] | None = None
     likelihoods: Callable[[Any, nn.Module, Any], dict[str, Callable]] | None = None
@@ -90,6 +110,23 @@ class Recipe:
     translate: Callable[[Any, nn.Module], Callable] | None = None
     baseline: str = ""
     data_kinds: tuple[str, ...] = ("images",)
+    init_batch: int = 2
+    sample_config: type | None = None
+    eval_config: type | None = None
+    report: Callable[[Any, Any, str], dict] | None = None
+    uses_labels: Callable[[Any], bool] | None = None
+    first_stage: str = ""
+    tiny: tuple[str, ...] = ()
+
+    @property
+    def sample_cls(self) -> type:
+        """The class of the family's ``sample`` section."""
+        return self.sample_config or type(self.default().sample)
+
+    @property
+    def eval_cls(self) -> type:
+        """The class of the family's ``eval`` section."""
+        return self.eval_config or type(self.default().eval)
 
 
 def sample_labels(n: int, sampling: Any, num_classes: int) -> jax.Array:

@@ -57,6 +57,7 @@ from gmzoo.data import paired
 from gmzoo.losses import gan as gan_losses
 from gmzoo.losses import image2image as i2i_losses
 from gmzoo.models import image2image as i2i_models
+from gmzoo.nn.tree import param_dtype
 from gmzoo.recipes.base import Recipe, Translation
 from gmzoo.recipes.gan import GAN_ADAM, two_player_loss, two_player_step
 from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR
@@ -147,8 +148,7 @@ def _init(nets: CycleGANNets, key: jax.Array, batch: dict) -> dict:
 def _apply(module: nn.Module, params: Any, x: jax.Array) -> jax.Array:
     """``module`` on ``x`` cast to the parameters' dtype (bfloat16 compute). Instance norm has
     no mode and no state, so this needs neither ``train`` nor ``gan.forward``'s state."""
-    dtype = jax.tree.leaves(params)[0].dtype
-    return module.apply({"params": params}, x.astype(dtype))
+    return module.apply({"params": params}, x.astype(param_dtype(params)))
 
 
 def split_domains(m: CycleGANConfig, batch: dict) -> tuple[jax.Array, jax.Array]:
@@ -255,3 +255,7 @@ RECIPES: tuple[Recipe, ...] = (
            loss=_loss, sampler=None, train_step=_train_step, translate=_translate,
            baseline="the input unchanged (identity)"),
 )
+
+# Tiny variant (tests, smoke runs): the contract test over the model table trains it so.
+RECIPES = tuple(dataclasses.replace(r, tiny=("model.features=2", "model.num_blocks=1",
+                                             "model.d_features=2")) for r in RECIPES)

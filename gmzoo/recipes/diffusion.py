@@ -21,18 +21,72 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from gmzoo.config import (ConfigError, DataConfig, ExperimentConfig, OptimConfig, SampleConfig,
-                          TrainConfig)
+from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig, OptimConfig,
+                          SampleConfig, TrainConfig, at_least, choice, non_negative)
 from gmzoo.diffusion import guidance, parameterization, samplers, schedules, solvers
 from gmzoo.diffusion.sde import VPSDE
 from gmzoo.losses import diffusion as losses
 from gmzoo.models.diffusion import NoiseClassifier
 from gmzoo.nn.unet import UNet, unet_config_error, unet_shape_error
+from gmzoo.nn.tree import param_dtype
 from gmzoo.recipes.base import Recipe, sample_labels
 
 DISCRETE_SAMPLERS = ("ddpm", "ddim")
 SDE_SAMPLERS = ("em", "rd", "pc", "ode")
 DEFAULT_STEPS = {"ddim": 100, "em": 1000, "rd": 1000, "pc": 1000, "ode": 100}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionSampleConfig(SampleConfig):
+    """How a diffusion or score model draws (``gmzoo sample --sampler ... --steps ...``, or
+    ``--set sample.X=...``).
+
+    Attributes:
+      sampler: ``""`` (the model's default) or one the model lists in ``gmzoo list``: ``ddpm``
+        (ancestral), ``ddim``, ``em`` (reverse-SDE Euler-Maruyama), ``rd`` (reverse-diffusion
+        predictor), ``pc`` (predictor-corrector), ``ode`` (probability-flow ODE).
+      steps: sampler steps; 0: the model's default (all T steps for ``ddpm``).
+      eta: DDIM noise (0: deterministic, 1: DDPM-like).
+      guidance: guidance weight w (classifier-free: (1 + w) eps(x, c) - w eps(x); classifier:
+        the scale of grad log p(c | x_t)); 0: none.
+      guide: ``free`` (classifier-free; class-conditional models) or ``classifier`` (models
+        trained with a noise-conditional classifier).
+      class_label: the class to draw; -1: classes 0..K-1 in turn (conditional models).
+      ode_method: ``euler``, ``heun`` or ``rk4`` for the ``ode`` sampler.
+      corrector_steps, snr: Langevin corrector of ``pc`` (Song et al. 2021).
+      clip: clip the predicted x_0 to the data range [-1, 1] (DDPM, DDIM).
+    """
+
+    sampler: str = ""
+    steps: int = non_negative(0)
+    eta: float = non_negative(0.0)
+    guidance: float = non_negative(0.0)
+    guide: str = choice("free", "classifier")
+    class_label: int = at_least(-1, -1)
+    ode_method: str = choice("rk4", "euler", "heun")
+    corrector_steps: int = non_negative(1)
+    snr: float = non_negative(0.16)
+    clip: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionEvalConfig(EvalConfig):
+    """``gmzoo evaluate`` options of the diffusion and score families.
+
+    Attributes:
+      vlb_timesteps: the discrete variational bound: 0 sums all T terms, K > 0 a stratified
+        estimate from K of them.
+      ode_steps, ode_method: the probability-flow ODE likelihood's fixed steps and solver.
+      ode_grid: ``logsnr`` (equal steps in log SNR) or ``uniform`` in t (see
+        :func:`gmzoo.diffusion.solvers.time_grid`).
+      trace: ``hutchinson`` or ``exact`` divergence (small images only).
+    """
+
+    vlb_timesteps: int = non_negative(0)
+    ode_steps: int = non_negative(100)
+    ode_method: str = choice("rk4", "euler", "heun")
+    ode_grid: str = choice("logsnr", "uniform")
+    trace: str = choice("hutchinson", "exact")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +166,7 @@ def apply_of(module) -> Callable:
     float inputs cast to the params' dtype (bfloat16 compute)."""
 
     def apply(params, x, *args, **kwargs):
-        dtype = jax.tree.leaves(params)[0].dtype
-        return module.apply({"params": params}, x.astype(dtype), *args, **kwargs)
+        return module.apply({"params": params}, x.astype(param_dtype(params)), *args, **kwargs)
 
     return apply
 
@@ -162,7 +215,7 @@ def _check_ddpm(config: ExperimentConfig, image_shape) -> None:
         raise ConfigError(f"model.label_dropout={m.label_dropout} must be in [0, 1)")
 
 
-def check_discrete_sampling(m, s: SampleConfig, *, conditional=False, classifier=False) -> None:
+def check_discrete_sampling(m, s: DiffusionSampleConfig, *, conditional=False, classifier=False) -> None:
     """Sampler options a discrete-time model can take (before any compute)."""
     name = s.sampler or "ddpm"
     if name == "ddpm" and s.steps not in (0, m.num_steps):
@@ -203,7 +256,7 @@ def eps_network(apply: Callable, params: Any, prediction: str, coeffs_of_c: Call
     return eps
 
 
-def guided_eps(eps: Callable, s: SampleConfig, y: jax.Array | None, *, null_label: int = -1,
+def guided_eps(eps: Callable, s: DiffusionSampleConfig, y: jax.Array | None, *, null_label: int = -1,
                log_prob: Callable | None = None, sigma_of_c: Callable | None = None) -> Callable:
     """``eps(x, c)`` with the guidance ``s`` asks for: classifier-free (conditional network,
     null label ``null_label``), classifier (``log_prob(x, c) -> [B, K]``) or none."""
@@ -215,7 +268,7 @@ def guided_eps(eps: Callable, s: SampleConfig, y: jax.Array | None, *, null_labe
     return base
 
 
-def run_discrete_sampler(make_eps: Callable, schedule: schedules.Schedule, s: SampleConfig,
+def run_discrete_sampler(make_eps: Callable, schedule: schedules.Schedule, s: DiffusionSampleConfig,
                          variance: str, key: jax.Array, x_T: jax.Array) -> jax.Array:
     """One of ``ddpm``, ``ddim``, ``em``, ``rd``, ``pc``, ``ode`` from ``x_T``.
 
@@ -241,7 +294,7 @@ def run_discrete_sampler(make_eps: Callable, schedule: schedules.Schedule, s: Sa
     return run_sde_sampler(sde, score_fn, s, key, x_T, eps=1.0 / T)
 
 
-def run_sde_sampler(sde, score_fn: Callable, s: SampleConfig, key: jax.Array, x_T: jax.Array,
+def run_sde_sampler(sde, score_fn: Callable, s: DiffusionSampleConfig, key: jax.Array, x_T: jax.Array,
                     *, eps: float = 1e-3) -> jax.Array:
     """``em``, ``rd``, ``pc`` or ``ode`` on ``sde`` with ``score_fn(x, t)``, from T to ``eps``."""
     name = s.sampler
@@ -301,7 +354,7 @@ def _ddpm_loss(m: DDPMConfig, nets: DiffusionNets):
 
 
 def _ddpm_sampler(m: DDPMConfig, nets: DiffusionNets, *, mean: bool = True,
-                  sampling: SampleConfig = SampleConfig()):
+                  sampling: DiffusionSampleConfig = DiffusionSampleConfig()):
     schedule = schedules.make(m.schedule, m.num_steps)
     denoise, s = apply_of(nets.denoiser), sampling
     classify = apply_of(nets.classifier) if nets.classifier is not None else None
@@ -324,7 +377,7 @@ def _ddpm_sampler(m: DDPMConfig, nets: DiffusionNets, *, mean: bool = True,
     return sample
 
 
-def _check_ddpm_sampling(m: DDPMConfig, s: SampleConfig) -> None:
+def _check_ddpm_sampling(m: DDPMConfig, s: DiffusionSampleConfig) -> None:
     check_discrete_sampling(m, s, conditional=m.conditional, classifier=m.classifier)
 
 
@@ -363,14 +416,13 @@ _TRAIN = TrainConfig(steps=6000, batch_size=128, log_every=200, eval_every=0, sa
                      checkpoint_every=2000)
 _OPTIM = OptimConfig(learning_rate=1e-3, schedule="cosine", warmup_steps=200, grad_clip_norm=1.0,
                      ema_decay=0.999)
-_EVAL_SAMPLES = SampleConfig(sampler="ddim", steps=100)
+_EVAL_SAMPLES = DiffusionSampleConfig(sampler="ddim", steps=100)
 
 
 def experiment(model, *, data=_DIGITS, sample=_EVAL_SAMPLES, **train) -> Callable[[], ExperimentConfig]:
-    from gmzoo.config import EvalConfig
     return lambda: ExperimentConfig(model=model, data=data, optim=_OPTIM,
                                     train=dataclasses.replace(_TRAIN, **train),
-                                    eval=EvalConfig(num_samples=1000, batch_size=120),
+                                    eval=DiffusionEvalConfig(num_samples=1000, batch_size=120),
                                     sample=sample)
 
 
@@ -380,7 +432,7 @@ def _ddpm_recipe(name: str, description: str, model: DDPMConfig) -> Recipe:
                   init=_init_ddpm, loss=_ddpm_loss, sampler=_ddpm_sampler,
                   samplers=DISCRETE_SAMPLERS + SDE_SAMPLERS,
                   check_sampling=_check_ddpm_sampling, likelihoods=_ddpm_likelihoods,
-                  sample_batch=500)
+                  sample_batch=500, uses_labels=lambda m: m.conditional or m.classifier)
 
 
 # --- cascaded ------------------------------------------------------------------------------
@@ -450,7 +502,7 @@ def _cascade_loss(m: CascadeConfig, nets: DiffusionNets):
 
 
 def _cascade_sampler(m: CascadeConfig, nets: DiffusionNets, *, mean: bool = True,
-                     sampling: SampleConfig = SampleConfig()):
+                     sampling: DiffusionSampleConfig = DiffusionSampleConfig()):
     schedule = schedules.make(m.schedule, m.num_steps)
     low_apply, sr_apply = (apply_of(n) for n in nets.denoiser)
     h, w, c = nets.image_shape
@@ -472,7 +524,7 @@ def _cascade_sampler(m: CascadeConfig, nets: DiffusionNets, *, mean: bool = True
     return sample
 
 
-def _check_cascade_sampling(m: CascadeConfig, s: SampleConfig) -> None:
+def _check_cascade_sampling(m: CascadeConfig, s: DiffusionSampleConfig) -> None:
     check_discrete_sampling(m, s)
 
 
@@ -489,3 +541,12 @@ RECIPES: tuple[Recipe, ...] = (
            samplers=DISCRETE_SAMPLERS + SDE_SAMPLERS, check_sampling=_check_cascade_sampling,
            sample_batch=500),
 )
+
+# Tiny variants (tests, smoke runs): the contract test over the model table trains each row so.
+TINY_UNET = ("model.base_channels=8", "model.num_groups=4", "model.channel_mults=(1,)",
+             "model.attention_resolutions=()", "sample.steps=3")
+_TINY = {"ddpm": TINY_UNET + ("model.num_steps=20",),
+         "ddpm_cond": TINY_UNET + ("model.num_steps=20", "model.classifier_channels=8"),
+         "cascaded": TINY_UNET + ("model.num_steps=20", "model.low_channel_mults=(1,)",
+                                  "model.low_attention_resolutions=()")}
+RECIPES = tuple(dataclasses.replace(r, tiny=_TINY[r.name]) for r in RECIPES)

@@ -40,11 +40,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gmzoo import config as cfglib
 from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig, OptimConfig,
-                          SampleConfig, TrainConfig)
+                          SampleConfig, TrainConfig, at_least)
 from gmzoo.losses import gan as gan_losses
 from gmzoo.models import gan as gan_models
+from gmzoo.nn.tree import cast_inputs, param_dtype
 from gmzoo.recipes.base import Recipe, sample_labels
 from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR, make_gan_train_step, players_tx
 from gmzoo.train.optim import make_optimizer
@@ -172,10 +172,7 @@ def forward(module: nn.Module, params: Any, state: dict, key: jax.Array,
     on ``{"params": params, **state}``: ``(output, new state)``. Array inputs are cast to the
     parameters' dtype (bfloat16 compute); ``key`` drives dropout and starts spectral norm's power
     iteration if ``state`` has none. Every adversarial recipe runs its players through this."""
-    dtype = jax.tree.leaves(params)[0].dtype
-    args = [x if x is None or not jnp.issubdtype(x.dtype, jnp.floating) else x.astype(dtype)
-            for x in inputs]
-    out, mutated = module.apply({"params": params, **state}, *args, train=True,
+    out, mutated = module.apply({"params": params, **state}, *cast_inputs(params, *inputs), train=True,
                                 mutable=["batch_stats"], rngs={"params": key, "dropout": key})
     return out, dict(mutated)
 
@@ -294,13 +291,16 @@ def _train_step(config: ExperimentConfig, nets: GANNets, **kw):
                            d_steps=config.model.d_steps, **kw)
 
 
-def check_sampling(m: GANConfig, s: SampleConfig) -> None:
-    """A GAN has one sampler, x = G(z); a conditional one takes ``sample.class_label``
-    (``gmzoo sample --class C``)."""
-    changed = [k for k in cfglib.diff(s, SampleConfig()) if k != "class_label"]
-    if changed:
-        raise ConfigError(f"model {m.name} has one sampler, x = G(z); sample.{', sample.'.join(changed)} "
-                          "apply to diffusion models (a conditional GAN takes sample.class_label)")
+@dataclasses.dataclass(frozen=True)
+class GANSampleConfig(SampleConfig):
+    """A GAN's one sampler, x = G(z): a conditional generator draws ``class_label`` (``gmzoo
+    sample --class C``), or the classes 0..K-1 in turn (-1)."""
+
+    class_label: int = at_least(-1, -1)
+
+
+def check_sampling(m: GANConfig, s: GANSampleConfig) -> None:
+    """A conditional GAN takes ``sample.class_label`` within its classes."""
     if s.class_label >= 0 and not m.conditional:
         raise ConfigError(f"sample.class_label={s.class_label}: model {m.name} is unconditional "
                           "(train cgan, or set model.conditional=true)")
@@ -325,7 +325,7 @@ def standing_statistics(generator: nn.Module, params: Any, latent_dim: int, num_
     z = jax.random.normal(key, (size, latent_dim))  # [S, Z]
     y = jnp.arange(size, dtype=jnp.int32) % num_classes if num_classes else None
     _, stats = generator.clone(bn_momentum=0.0).apply(
-        {"params": params}, z.astype(jax.tree.leaves(params)[0].dtype), y, train=True,
+        {"params": params}, z.astype(param_dtype(params)), y, train=True,
         mutable=["batch_stats"])
     return dict(stats)
 
@@ -337,7 +337,7 @@ def _sampler(m: GANConfig, nets: GANNets, *, mean: bool = True, sampling=None):
     Conditional models draw ``sampling.class_label``, or the classes 0..K-1 in turn. ``mean``
     does not apply (G is deterministic given z)."""
     del mean
-    sampling = sampling or SampleConfig()
+    sampling = sampling or GANSampleConfig()
 
     def sample(params, key, n):
         g = params[GENERATOR]
@@ -345,7 +345,7 @@ def _sampler(m: GANConfig, nets: GANNets, *, mean: bool = True, sampling=None):
                                     jax.random.fold_in(key, 1))
         z = jax.random.normal(key, (n, nets.latent_dim))  # [n, Z]
         y = sample_labels(n, sampling, nets.num_classes) if nets.num_classes else None
-        x = nets.generator.apply({"params": g, **stats}, z.astype(jax.tree.leaves(g)[0].dtype), y,
+        x = nets.generator.apply({"params": g, **stats}, z.astype(param_dtype(g)), y,
                                  train=False)
         return x.astype(jnp.float32)  # [n, H, W, C]
 
@@ -362,16 +362,18 @@ GAN_ADAM = OptimConfig(optimizer="adam", learning_rate=2e-4, b1=0.5, b2=0.999, e
 
 
 def experiment(model: GANConfig, *, data: DataConfig = _DIGITS, optim: OptimConfig = GAN_ADAM,
-               **train) -> Callable[[], ExperimentConfig]:
+               sample: SampleConfig = SampleConfig(), **train) -> Callable[[], ExperimentConfig]:
     return lambda: ExperimentConfig(model=model, data=data, optim=optim,
                                     train=dataclasses.replace(_TRAIN, **train),
-                                    eval=EvalConfig(num_samples=1000, batch_size=120))
+                                    eval=EvalConfig(num_samples=1000, batch_size=120),
+                                    sample=sample)
 
 
 def _recipe(name: str, description: str, model: GANConfig, data_kinds=("images",), **kw) -> Recipe:
     return Recipe(name=name, description=description, config_cls=GANConfig,
-                  default=experiment(model, **kw), build=_build, check=_check, init=_init,
-                  loss=_loss, sampler=_sampler, train_step=_train_step,
+                  default=experiment(model, sample=GANSampleConfig(), **kw), build=_build,
+                  check=_check, init=_init, loss=_loss, sampler=_sampler, train_step=_train_step,
+                  uses_labels=lambda m: m.conditional,
                   check_sampling=check_sampling, data_kinds=data_kinds)
 
 
@@ -393,3 +395,8 @@ RECIPES: tuple[Recipe, ...] = (
                       batch_norm=False, d_learning_rate=2e-4),
             optim=dataclasses.replace(GAN_ADAM, b2=0.9)),
 )
+
+# Tiny variants (tests, smoke runs): the contract test over the model table trains each row so.
+_TINY = {"gan_toy": ("model.hidden=(16,)",)}
+RECIPES = tuple(dataclasses.replace(r, tiny=_TINY.get(r.name, (
+    "model.latent_dim=8", "model.features=4", "model.label_features=4"))) for r in RECIPES)

@@ -343,3 +343,9 @@ RECIPES: tuple[Recipe, ...] = (
             steps=1000, batch_size=32, log_every=100, eval_every=500, sample_every=500,
             checkpoint_every=500),
 )
+
+# Tiny variants (tests, smoke runs): the contract test over the model table trains each row so.
+_TINY = {"pix2pix": ("model.features=4", "model.d_features=4"),
+         "srgan": ("model.factor=2", "model.features=4", "model.num_blocks=1",
+                   "model.d_features=4", "model.d_dense=8")}
+RECIPES = tuple(dataclasses.replace(r, tiny=_TINY[r.name]) for r in RECIPES)

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gmzoo.config import ConfigError, DataConfig, ExperimentConfig, SampleConfig
+from gmzoo.config import ConfigError, DataConfig, ExperimentConfig
 from gmzoo.diffusion import schedules
 from gmzoo.losses import diffusion as losses
 from gmzoo.nn.time_mlp import TimeMLP
 from gmzoo.recipes.base import Recipe
-from gmzoo.recipes.diffusion import (DISCRETE_SAMPLERS, SDE_SAMPLERS, check_discrete_sampling,
+from gmzoo.recipes.diffusion import (DISCRETE_SAMPLERS, SDE_SAMPLERS, DiffusionSampleConfig, check_discrete_sampling,
                                      check_schedule, eps_network, experiment, guided_eps,
                                      run_discrete_sampler)
 from gmzoo.samplers.vae import sample_likelihood
@@ -51,31 +51,13 @@ class LatentNets:
     autoencoder: object  # the autoencoder's Linen module
     autoencoder_config: object  # its ExperimentConfig
     image_shape: tuple[int, ...]
-    workdir: str = ""
+    stage: Any = None  # the autoencoder run (gmzoo.train.loop.Stage)
     stats_examples: int = 2000
 
 
-def _autoencoder_config(workdir: str) -> ExperimentConfig:
-    from gmzoo import zoo
-    from gmzoo.train.checkpoint import Checkpointer
-
-    ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not workdir or not os.path.isdir(ckpt_dir):
-        raise ConfigError(f"model.autoencoder={workdir!r} is not a trained run; train one first, "
-                          "e.g. `gmzoo train ae --workdir runs/ae`, then --set "
-                          "model.autoencoder=runs/ae")
-    ckpt = Checkpointer(ckpt_dir)
-    try:
-        if ckpt.latest_step() is None:
-            raise ConfigError(f"{ckpt_dir} holds no finished checkpoint")
-        return zoo.experiment_from_dict(ckpt.restore_config())
-    finally:
-        ckpt.close()
-
-
-def _check(config: ExperimentConfig, image_shape) -> None:
+def _check(config: ExperimentConfig, image_shape, *, stage) -> None:
     m = config.model
-    ae = _autoencoder_config(m.autoencoder)
+    ae = stage.config
     if ae.model.name not in AUTOENCODERS or getattr(ae.model, "num_layers", 1) != 1:
         raise ConfigError(f"model.autoencoder: {m.autoencoder} holds a {ae.model.name} run; latent "
                           f"diffusion takes one of {', '.join(AUTOENCODERS)} (one latent layer)")
@@ -89,13 +71,9 @@ def _check(config: ExperimentConfig, image_shape) -> None:
         raise ConfigError("model.hidden must be positive widths and model.stats_examples >= 2")
 
 
-def _build(m: LatentConfig, image_shape, num_levels) -> LatentNets:
-    from gmzoo import zoo
-
-    ae = _autoencoder_config(m.autoencoder)
-    module = zoo.get(ae.model.name).build(ae.model, image_shape, num_levels)
-    return LatentNets(TimeMLP(hidden=tuple(m.hidden)), module, ae, tuple(image_shape),
-                      m.autoencoder, m.stats_examples)
+def _build(m: LatentConfig, image_shape, num_levels, *, stage) -> LatentNets:
+    return LatentNets(TimeMLP(hidden=tuple(m.hidden)), stage.run.module, stage.config,
+                      tuple(image_shape), stage, m.stats_examples)
 
 
 def _encode(nets: LatentNets, ae_params, x):
@@ -115,9 +93,8 @@ def _decode(nets: LatentNets, ae_params, z):
 def _init(nets: LatentNets, key, batch):
     """Denoiser initialised; the autoencoder's EMA weights and latent statistics copied in."""
     from gmzoo.data.pipeline import ordered_batches
-    from gmzoo.train.loop import load_run
 
-    ae_run, ae_state = load_run(nets.workdir)
+    ae_run, ae_state = nets.stage.run, nets.stage.state
     ae_params = jax.device_get(ae_state.ema_params)
     encode = jax.jit(lambda x: _encode(nets, ae_params, x))
     prep_key = jax.random.key(ae_run.config.eval.seed)
@@ -149,7 +126,7 @@ def _loss(m: LatentConfig, nets: LatentNets):
 
 
 def _sampler(m: LatentConfig, nets: LatentNets, *, mean: bool = True,
-             sampling: SampleConfig = SampleConfig()):
+             sampling: DiffusionSampleConfig = DiffusionSampleConfig()):
     schedule = schedules.make(m.schedule, m.num_steps)
     s = dataclasses.replace(sampling, clip=False)  # latents are not confined to [-1, 1]
     apply = lambda p, z, c, y, cond: nets.denoiser.apply({"params": p}, z, c)
@@ -166,7 +143,7 @@ def _sampler(m: LatentConfig, nets: LatentNets, *, mean: bool = True,
     return sample
 
 
-def _check_sampling(m: LatentConfig, s: SampleConfig) -> None:
+def _check_sampling(m: LatentConfig, s: DiffusionSampleConfig) -> None:
     check_discrete_sampling(m, s)
 
 
@@ -176,5 +153,10 @@ RECIPES: tuple[Recipe, ...] = (
            default=experiment(LatentConfig(), data=DataConfig(name="mnist5k"), steps=6000),
            build=_build, check=_check, init=_init, loss=_loss, sampler=_sampler,
            samplers=DISCRETE_SAMPLERS + SDE_SAMPLERS, check_sampling=_check_sampling,
-           sample_batch=500),
+           sample_batch=500, first_stage="autoencoder"),
 )
+
+# Tiny variant (tests, smoke runs); model.autoencoder must still name a trained run.
+RECIPES = tuple(dataclasses.replace(r, tiny=("model.hidden=(16,)", "model.num_steps=20",
+                                             "model.stats_examples=64", "sample.steps=3"))
+                for r in RECIPES)

@@ -17,13 +17,13 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from gmzoo.config import ConfigError, ExperimentConfig, SampleConfig
+from gmzoo.config import ConfigError, ExperimentConfig
 from gmzoo.diffusion import parameterization
 from gmzoo.diffusion.likelihood import ode_log_likelihood
 from gmzoo.diffusion.sde import SDES
 from gmzoo.losses.score import TIME_SCALE, dsm_loss
 from gmzoo.recipes.base import Recipe
-from gmzoo.recipes.diffusion import (DiffusionNets, UNetFields, apply_of,
+from gmzoo.recipes.diffusion import (TINY_UNET, DiffusionNets, DiffusionSampleConfig, UNetFields, apply_of,
                                      check_data, check_unet, experiment, make_unet,
                                      run_sde_sampler)
 
@@ -65,7 +65,7 @@ def _check(config: ExperimentConfig, image_shape) -> None:
     check_unet(m, image_shape)
 
 
-def _check_sampling(m: ScoreConfig, s: SampleConfig) -> None:
+def _check_sampling(m: ScoreConfig, s: DiffusionSampleConfig) -> None:
     if s.guidance > 0 or s.class_label >= 0:
         raise ConfigError(f"model {m.name} is unconditional: sample.guidance and "
                           "sample.class_label apply to ddpm / ddpm_cond")
@@ -113,7 +113,7 @@ def _score_fn(m: ScoreConfig, nets: DiffusionNets) -> Callable:
 
 
 def _sampler(m: ScoreConfig, nets: DiffusionNets, *, mean: bool = True,
-             sampling: SampleConfig = SampleConfig()):
+             sampling: DiffusionSampleConfig = DiffusionSampleConfig()):
     sde, score = make_sde(m), _score_fn(m, nets)
     s = dataclasses.replace(sampling, sampler=sampling.sampler or SCORE_SAMPLERS[0])
 
@@ -157,7 +157,7 @@ def _likelihoods(m: ScoreConfig, nets: DiffusionNets, eval_cfg) -> dict[str, Cal
 
 def _recipe(name: str, description: str, model: ScoreConfig) -> Recipe:
     return Recipe(name=name, description=description, config_cls=ScoreConfig,
-                  default=experiment(model, sample=SampleConfig(sampler="pc", steps=500)),
+                  default=experiment(model, sample=DiffusionSampleConfig(sampler="pc", steps=500)),
                   build=_build, check=_check, init=_init, loss=_loss, sampler=_sampler,
                   samplers=SCORE_SAMPLERS, check_sampling=_check_sampling,
                   likelihoods=_likelihoods, sample_batch=500)
@@ -170,3 +170,6 @@ RECIPES: tuple[Recipe, ...] = (
     _recipe("score_ve", "score model on the VE SDE (sigma 0.01 .. 50)",
             ScoreConfig(name="score_ve", sde="ve")),
 )
+
+# Tiny variants (tests, smoke runs): the contract test over the model table trains each row so.
+RECIPES = tuple(dataclasses.replace(r, tiny=TINY_UNET) for r in RECIPES)

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from gmzoo.config import ConfigError, DataConfig, ExperimentConfig, OptimConfig, TrainConfig
+from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig, OptimConfig,
+                          TrainConfig, positive)
 from gmzoo.losses import autoencoder as ae_losses
 from gmzoo.losses import vae as vae_losses
 from gmzoo.models import vae as vae_models
 from gmzoo.samplers import vae as vae_samplers
+from gmzoo.nn.tree import cast_inputs
 from gmzoo.recipes.base import Recipe
 
 
@@ -52,6 +51,14 @@ class VAEConfig:
     beta: float = 1.0
     objective: str = "elbo"  # elbo | iwae
     train_k: int = 5  # importance samples of the iwae objective
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEEvalConfig(EvalConfig):
+    """``gmzoo evaluate`` options of the VAEs: ``iwae_k`` importance samples of the IWAE bound
+    L_k on log p(x) (Burda et al. 2016), the reported likelihood."""
+
+    iwae_k: int = positive(1000)
 
 
 # Which data space each likelihood models (DataConfig fields), for the checks below.
@@ -117,10 +124,7 @@ def _apply(module):
     """
 
     def apply(params, *args, **kwargs):
-        dtype = jax.tree.leaves(params)[0].dtype
-        args = [a.astype(dtype) if isinstance(a, jax.Array | np.ndarray)
-                and jnp.issubdtype(a.dtype, jnp.floating) else a for a in args]
-        return module.apply({"params": params}, *args, **kwargs)
+        return module.apply({"params": params}, *cast_inputs(params, *args), **kwargs)
 
     return apply
 
@@ -199,9 +203,10 @@ def _vae_sampler(m: VAEConfig, module, *, mean: bool = True, sampling=None):
     return lambda params, key, n: fn(params, key, n)
 
 
-def _vae_log_likelihood(m: VAEConfig, module, k: int):
-    """``fn(params, x, key) -> [B]``: the IWAE bound L_k (a lower bound on log p(x))."""
-    bound = _bound_fn(m)
+def _vae_likelihoods(m: VAEConfig, module, eval_cfg: VAEEvalConfig):
+    """``{"IWAE (k=K)": fn(params, x, key) -> [B]}``: the IWAE bound L_K, a lower bound on
+    log p(x), with K = ``eval.iwae_k``."""
+    bound, k = _bound_fn(m), eval_cfg.iwae_k
     outputs_per_value = module.num_levels if m.likelihood == "categorical" else 2
 
     def log_likelihood(params, x, key):
@@ -210,7 +215,7 @@ def _vae_log_likelihood(m: VAEConfig, module, k: int):
         return bound(params, x, key, apply_fn=_apply(module), likelihood=m.likelihood, k=k,
                      chunk=chunk, num_levels=module.num_levels)
 
-    return log_likelihood
+    return {f"IWAE (k={k})": log_likelihood}
 
 
 # --- defaults -----------------------------------------------------------------------------
@@ -222,14 +227,14 @@ _TRAIN = TrainConfig(steps=6000, batch_size=100, log_every=200, eval_every=2000,
 _OPTIM = OptimConfig(learning_rate=1e-3, schedule="cosine", warmup_steps=200, ema_decay=0.999)
 
 
-def _experiment(model, data=_BINARY_MNIST, **train_overrides):
-    return lambda: ExperimentConfig(model=model, data=data, optim=_OPTIM,
+def _experiment(model, data=_BINARY_MNIST, eval_cfg=VAEEvalConfig(), **train_overrides):
+    return lambda: ExperimentConfig(model=model, data=data, optim=_OPTIM, eval=eval_cfg,
                                     train=dataclasses.replace(_TRAIN, **train_overrides))
 
 
 def _ae_recipe(name: str, description: str) -> Recipe:
     return Recipe(name=name, description=description, config_cls=AEConfig,
-                  default=_experiment(AEConfig(name=name), _UNIT_MNIST, steps=3000),
+                  default=_experiment(AEConfig(name=name), _UNIT_MNIST, EvalConfig(), steps=3000),
                   build=_build_ae, check=_check, init=_init_ae, loss=_ae_loss,
                   sampler=_ae_sampler)
 
@@ -238,7 +243,7 @@ def _vae_recipe(name: str, description: str, model: VAEConfig, **train) -> Recip
     return Recipe(name=name, description=description, config_cls=VAEConfig,
                   default=_experiment(model, **train), build=_build_vae, check=_check,
                   init=_init_vae, loss=_vae_loss, sampler=_vae_sampler,
-                  log_likelihood=_vae_log_likelihood, bound="IWAE")
+                  likelihoods=_vae_likelihoods)
 
 
 RECIPES: tuple[Recipe, ...] = (
@@ -256,3 +261,9 @@ RECIPES: tuple[Recipe, ...] = (
     _vae_recipe("iwae", "VAE trained on the importance-weighted bound (k = 5)",
                 VAEConfig(name="iwae", objective="iwae", train_k=5), steps=3000),
 )
+
+# Tiny variants (tests, smoke runs): the contract test over the model table trains each row so.
+_TINY_MLP = ("model.hidden=(32,)", "model.latent_dim=4")
+_TINY = {"conv_vae": ("model.hidden=(4,8)", "model.latent_dim=4"),
+         "hvae": _TINY_MLP + ("model.latent_hidden=(8,)",)}
+RECIPES = tuple(dataclasses.replace(r, tiny=_TINY.get(r.name, _TINY_MLP)) for r in RECIPES)

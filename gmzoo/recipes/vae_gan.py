@@ -74,6 +74,7 @@ from gmzoo.losses import vae_gan as vae_gan_losses
 from gmzoo.losses.gaussian import gaussian_kl, reparameterize
 from gmzoo.models import gan as gan_models
 from gmzoo.models import vae as vae_models
+from gmzoo.nn.tree import param_dtype
 from gmzoo.recipes.base import Recipe
 from gmzoo.recipes.gan import experiment, two_player_loss, two_player_step
 from gmzoo.train.gan_step import DISCRIMINATOR, GENERATOR
@@ -163,18 +164,14 @@ def _init(nets: VAEGANNets, key: jax.Array, batch: dict) -> dict:
     return variables
 
 
-def _dtype(params: Any):
-    return jax.tree.leaves(params)[0].dtype
-
-
 def encode(nets: VAEGANNets, g: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Enc: ``x [B, H, W, C] -> (mean, log_var)`` of q(z|x), each ``[B, Z]``."""
-    return nets.vae.apply({"params": g}, x.astype(_dtype(g)), method="encode")
+    return nets.vae.apply({"params": g}, x.astype(param_dtype(g)), method="encode")
 
 
 def decode(nets: VAEGANNets, g: Any, z: jax.Array) -> jax.Array:
     """Dec: ``z [B, Z] -> x [B, H, W, C]`` in [-1, 1] (tanh of the decoder's raw output)."""
-    raw = nets.vae.apply({"params": g}, z.astype(_dtype(g)), method="decode")  # [B, H, W, C]
+    raw = nets.vae.apply({"params": g}, z.astype(param_dtype(g)), method="decode")  # [B, H, W, C]
     return jnp.tanh(raw)
 
 
@@ -187,7 +184,7 @@ def discriminate(nets: VAEGANNets, d: Any, state: dict,
     capture = (lambda mdl, method: mdl.name == "conv_0" and method == "__call__") if layer == 1 \
         else False
     logits, mutated = nets.discriminator.apply(
-        {"params": d, **state}, x.astype(_dtype(d)), train=True,
+        {"params": d, **state}, x.astype(param_dtype(d)), train=True,
         mutable=["batch_stats", "intermediates"], capture_intermediates=capture)
     inter = mutated["intermediates"]
     if layer == 1:
@@ -315,3 +312,7 @@ RECIPES: tuple[Recipe, ...] = (
            config_cls=VAEGANConfig, default=experiment(VAEGANConfig(), optim=_OPTIM), build=_build,
            check=_check, init=_init, loss=_loss, sampler=_sampler, train_step=_train_step),
 )
+
+# Tiny variant (tests, smoke runs): the contract test over the model table trains it so.
+RECIPES = tuple(dataclasses.replace(r, tiny=("model.latent_dim=4", "model.widths=4,8",
+                                             "model.features=4")) for r in RECIPES)

@@ -23,7 +23,8 @@ from gmzoo.metrics import baselines, classifier, image, modes, points, sample_qu
 from gmzoo.data.pipeline import ordered_batches
 from gmzoo import config as cfglib
 from gmzoo.config import ConfigError
-from gmzoo.train.loop import Run, heldout_metrics, load_run, sample_images, setup, translate_images
+from gmzoo.train.loop import (Run, Table, heldout_metrics, load_run, sample_images, setup,
+                              translate_images)
 
 # Training examples read for the baselines, the feature net and the FD reference (all of the
 # embedded sets; the first 10,000 of a large TFDS set).
@@ -51,9 +52,6 @@ def likelihood_report(run: Run, params: Any, test_x: np.ndarray, train_x: np.nda
     dims = int(np.prod(run.image_shape))
     out: dict[str, Any] = {"num_dims": dims, "num_test": int(len(test_x))}
     estimates = []  # (label, fn(params, x, key) -> [B] log p(x))
-    if run.recipe.log_likelihood is not None:
-        estimates.append((f"{run.recipe.bound} (k={cfg.eval.iwae_k})",
-                          run.recipe.log_likelihood(cfg.model, run.module, cfg.eval.iwae_k)))
     if run.recipe.likelihoods is not None:
         estimates += list(run.recipe.likelihoods(cfg.model, run.module, cfg.eval).items())
     models = []
@@ -175,10 +173,11 @@ def point_quality_report(run: Run, params: Any) -> dict:
     return out
 
 
-def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool = True) -> dict:
+def evaluate(workdir: str, table: Table, *, overrides: list[str] | None = None,
+             verbose: bool = True) -> dict:
     """Evaluates the latest checkpoint in ``workdir`` (EMA parameters) and writes
-    ``<workdir>/eval/step_<N>.json``."""
-    run, state = load_run(workdir, overrides=overrides)
+    ``<workdir>/eval/step_<N>.json``; ``table`` names the families (``gmzoo.zoo.get``)."""
+    run, state = load_run(workdir, table, overrides=overrides)
     params = state.ema_params
     cfg = run.config
     step = int(jax.device_get(state.step))
@@ -186,7 +185,7 @@ def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool 
         report = {"model": cfg.model.name, "data": cfg.data.name, "step": step,
                   "heldout": heldout_metrics(run, params, limit=cfg.eval.max_examples),
                   "sample_quality": point_quality_report(run, params)}
-        return _finish(workdir, step, report, verbose)
+        return _finish(workdir, step, _family_lines(run, params, workdir, report), verbose)
     limit = cfg.eval.max_examples
     test_raw = _raw_split(run.test_source, cfg.eval.batch_size, limit)
     train_raw = _raw_split(run.train_source, cfg.eval.batch_size, MAX_TRAIN_EXAMPLES)
@@ -208,7 +207,16 @@ def evaluate(workdir: str, *, overrides: list[str] | None = None, verbose: bool 
                                             split=split).target
                            for a, split in ((test_x, "test"), (train_x, "train")))
     report["sample_quality"] = sample_quality_report(run, params, test01, train01, workdir)
-    return _finish(workdir, step, report, verbose)
+    return _finish(workdir, step, _family_lines(run, params, workdir, report), verbose)
+
+
+def _family_lines(run: Run, params: Any, workdir: str, report: dict) -> dict:
+    """``report`` with the family's own lines (``Recipe.report``) under ``"family"``."""
+    if run.recipe.report is not None:
+        out_dir = os.path.join(os.path.abspath(workdir), "eval")
+        os.makedirs(out_dir, exist_ok=True)
+        report["family"] = run.recipe.report(run, params, out_dir)
+    return report
 
 
 def _finish(workdir: str, step: int, report: dict, verbose: bool) -> dict:
@@ -245,14 +253,14 @@ def _write_new(out_dir: str, stem: str, payload: Any) -> str:
     return path
 
 
-def sampler_sweep(workdir: str, specs: list[str], *, overrides: list[str] | None = None,
-                  verbose: bool = True) -> list[dict]:
+def sampler_sweep(workdir: str, specs: list[str], table: Table, *,
+                  overrides: list[str] | None = None, verbose: bool = True) -> list[dict]:
     """FD / KID (and sampling time) of one checkpoint under several samplers: each spec is
     ``SAMPLER[:STEPS][,key=value...]`` (sample.* keys). Writes ``eval/sweep_step_<N>.json``."""
     settings = [parse_sweep_spec(s) for s in specs]
-    run, state = load_run(workdir, overrides=overrides)
+    run, state = load_run(workdir, table, overrides=overrides)
     for setting in settings:  # refuse a bad spec before any sampling
-        setup(cfglib.override(run.config, setting))
+        setup(cfglib.override(run.config, setting), table)
     cfg = run.config
     test_x = _data_space(run, _raw_split(run.test_source, cfg.eval.batch_size, cfg.eval.max_examples))
     train_x = _data_space(run, _raw_split(run.train_source, cfg.eval.batch_size, MAX_TRAIN_EXAMPLES))
@@ -294,6 +302,7 @@ def format_report(report: dict) -> str:
         for k, v in report["translation"].items():
             if k != "baseline":
                 lines.append(f"  {k:48s} {v:11.4f}" if isinstance(v, float) else f"  {k:48s} {v:>11}")
-    for k, v in report.get("sample_quality", {}).items():
-        lines.append(f"  {k:48s} {v:11.4f}" if isinstance(v, float) else f"  {k:48s} {v:>11}")
+    for section in ("sample_quality", "family"):
+        for k, v in report.get(section, {}).items():
+            lines.append(f"  {k:48s} {v:11.4f}" if isinstance(v, float) else f"  {k:48s} {v:>11}")
     return "\n".join(lines)

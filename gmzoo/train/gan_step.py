@@ -60,16 +60,15 @@ function's prefixed ``g_``, ``d_loss``, ``d_grad_norm`` (last D update), ``g_los
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from gmzoo.train.optim import ema_decay_at
 from gmzoo.train.state import TrainState
-from gmzoo.train.step import Batch, PrepareFn, _all_finite, _cast_floats
+from gmzoo.train.step import (Batch, PrepareFn, cast_floats, ema_update, guard, loss_and_grads,
+                              optimizer_update)
 
 GENERATOR = "generator"
 DISCRIMINATOR = "discriminator"
@@ -165,28 +164,14 @@ def make_gan_train_step(
     if not isinstance(d_steps, int) or isinstance(d_steps, bool) or d_steps < 1:
         raise ValueError(f"d_steps must be a positive int (discriminator updates per generator "
                          f"update), got {d_steps!r}")
-    compute_dtype = jnp.dtype(compute_dtype)
-
-    def objective(loss_fn, mine, other, batch, key, model_state):
-        """``loss_fn`` as a function of the updating player's params ``mine`` (float32 loss)."""
-        if compute_dtype != jnp.float32:
-            mine, other = _cast_floats(mine, compute_dtype), _cast_floats(other, compute_dtype)
-        if with_model_state:
-            loss, (metrics, new_model_state) = loss_fn(mine, other, batch, key,
-                                                       model_state=model_state)
-        else:
-            (loss, metrics), new_model_state = loss_fn(mine, other, batch, key), model_state
-        return loss.astype(jnp.float32), (metrics, new_model_state)
-
     def grads_of(loss_fn, mine, other, batch, key, model_state):
-        """Loss, metrics, new model state, float32 gradients w.r.t. ``mine`` only, finite."""
-        value_and_grad = jax.value_and_grad(functools.partial(objective, loss_fn), has_aux=True)
-        (loss, (metrics, new_model_state)), grads = value_and_grad(
-            mine, other, batch, key, model_state)
-        grads = _cast_floats(grads, jnp.float32)
-        finite = jnp.isfinite(loss) & _all_finite(grads)
-        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-        return loss, metrics, new_model_state, grads, finite
+        """:func:`~gmzoo.train.step.loss_and_grads` of ``loss_fn`` w.r.t. the updating
+        player's params ``mine``; the other player's are a constant (cast like ``mine``)."""
+        if jnp.dtype(compute_dtype) != jnp.float32:
+            other = cast_floats(other, compute_dtype)
+        player_loss = lambda p, b, k, **kw: loss_fn(p, other, b, k, **kw)
+        return loss_and_grads(player_loss, mine, batch, key, model_state,
+                              compute_dtype=compute_dtype, with_model_state=with_model_state)
 
     def train_step(state: TrainState, batch: Batch, key: jax.Array):
         _check_players(state.params, "params")
@@ -204,8 +189,7 @@ def make_gan_train_step(
                 d_batch = batch
             loss, metrics, new_ms, grads, finite = grads_of(
                 d_loss_fn, d, g0, d_batch, d_key_i, model_state)
-            updates, d_opt = tx_d.update(grads, d_opt, d)
-            d = optax.apply_updates(d, updates)
+            d, d_opt = optimizer_update(tx_d, grads, d_opt, d)
             carry = (d, d_opt, _keep(model_state, new_ms, DISCRIMINATOR))
             return carry, (loss, metrics, optax.tree.norm(grads), finite)
 
@@ -231,15 +215,13 @@ def make_gan_train_step(
 
         def apply_g(args):
             g, g_opt, g_ema, model_state = args
-            updates, g_opt = tx_g.update(g_grads, g_opt, g)
-            g = optax.apply_updates(g, updates)
-            decay = ema_decay_at(ema_decay, state.step)
-            g_ema = optax.incremental_update(g, g_ema, 1.0 - decay)
+            g, g_opt = optimizer_update(tx_g, g_grads, g_opt, g)
+            g_ema = ema_update(g_ema, g, ema_decay, state.step)
             return g, g_opt, g_ema, _keep(model_state, new_ms, GENERATOR)
 
         # One branch runs: a non-finite generator update costs nothing and changes nothing.
-        g, g_opt, g_ema, model_state = jax.lax.cond(
-            g_finite, apply_g, lambda args: args,
+        g, g_opt, g_ema, model_state = guard(
+            g_finite, apply_g,
             (g0, state.opt_state[GENERATOR], state.ema_params[GENERATOR], model_state))
 
         new_state = state.replace(

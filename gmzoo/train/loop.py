@@ -1,7 +1,7 @@
 """The training loop every family shares: ``train(config, workdir)``.
 
 It validates the config against the data before any compute, builds the model from its
-:class:`~gmzoo.zoo.Recipe`, compiles one data-parallel step (``jax.jit`` over a device mesh),
+:class:`~gmzoo.recipes.base.Recipe`, compiles one data-parallel step (``jax.jit`` over a device mesh),
 and runs it with a progress bar, JSONL + TensorBoard metrics, periodic held-out evaluation,
 sample grids, orbax checkpoints (resumable to the bit) and a loss curve at the end.
 """
@@ -21,12 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmzoo import config as cfglib
-from gmzoo import zoo
 from gmzoo.config import ConfigError, ExperimentConfig
 from gmzoo.data import registry
 from gmzoo.data.pipeline import BatchIterator, ordered_batches
 from gmzoo.data.preprocess import DataSpace, make_data_space, make_point_space
-from gmzoo.recipes.base import Translation
+from gmzoo.recipes.base import Recipe, Translation
 from gmzoo.train import artifacts, parallel
 from gmzoo.train.checkpoint import Checkpointer
 from gmzoo.train.optim import make_optimizer
@@ -35,12 +34,14 @@ from gmzoo.train.step import make_train_step, scan_steps
 
 # Keys that may change when a run is resumed: none changes the numbers of the steps already
 # taken; train.steps extends (or shortens) the run, and with a cosine schedule also its length.
-RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.progress_bar", "train.log_every", "train.eval_every",
-                     "train.sample_every", "train.keep_checkpoints", "eval.iwae_k",
-                     "eval.num_samples", "eval.batch_size", "eval.max_examples", "eval.feature_net_steps",
-                     "data.data_dir", "eval.vlb_timesteps", "eval.ode_steps", "eval.ode_method", "eval.ode_grid",
-                     "eval.trace", *(f"sample.{f.name}" for f in
-                                     dataclasses.fields(cfglib.SampleConfig)))
+# Every eval.* and sample.* key may change too (they do not touch training).
+RESUMABLE_CHANGES = ("train.steps", "train.checkpoint_every", "train.progress_bar", "train.log_every",
+                     "train.eval_every", "train.sample_every", "train.keep_checkpoints", "data.data_dir")
+RESUMABLE_SECTIONS = ("eval.", "sample.")
+
+# A table: the model name -> its Recipe (``gmzoo.zoo.get``). The spine never imports the table;
+# the edge (the command line, ``gmzoo.zoo``'s functions) hands it in.
+Table = Callable[[str], Recipe]
 
 
 class NonFiniteError(RuntimeError):
@@ -52,7 +53,7 @@ class Run:
     """Everything built from an experiment config that training, sampling and evaluation share."""
 
     config: ExperimentConfig
-    recipe: zoo.Recipe
+    recipe: Recipe
     module: Any
     image_shape: tuple[int, ...]  # [H, W, C], or [2] for a point set
     space: DataSpace
@@ -95,18 +96,56 @@ class Run:
                        static_argnums=2)
 
 
-def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
-    """Validates ``config`` against its data and model, then builds the :class:`Run`.
+class Stage:
+    """A trained run that a two-stage model builds on (latent diffusion's autoencoder, a prior's
+    VQ-VAE), loaded once through the table the spine was given. ``Recipe.first_stage`` names
+    the model config field that holds its workdir; ``check`` and ``build`` get it as
+    ``stage=``."""
+
+    def __init__(self, workdir: str, table: Table, field: str):
+        self.workdir, self.table, self.field = workdir, table, field
+
+    @functools.cached_property
+    def loaded(self) -> tuple["Run", TrainState]:
+        """``(run, state)`` of the first stage's latest checkpoint (loaded on first use)."""
+        ckpt_dir = os.path.join(os.path.abspath(self.workdir or "."), "checkpoints")
+        if not self.workdir or not os.path.isdir(ckpt_dir):
+            raise ConfigError(f"model.{self.field}={self.workdir!r} is not a trained run; train "
+                              "the first stage there first (e.g. `gmzoo train ae --workdir "
+                              f"runs/ae`, then --set model.{self.field}=runs/ae)")
+        return load_run(self.workdir, self.table)
+
+    @property
+    def config(self) -> ExperimentConfig:
+        return self.loaded[0].config
+
+    @property
+    def run(self) -> "Run":
+        return self.loaded[0]
+
+    @property
+    def state(self) -> TrainState:
+        return self.loaded[1]
+
+
+def setup(config: ExperimentConfig, table: Table, *, devices: list | None = None) -> Run:
+    """Validates ``config`` against its data and model, then builds the :class:`Run` of the
+    family ``table(config.model.name)``.
 
     Every refusal (bad value, unknown data set, batch larger than the data, image shape the
     model cannot take, batch not divisible by the devices) happens here, before any compute.
     """
-    cfglib.validate(config)
-    recipe = zoo.get(config.model.name)
+    recipe = table(config.model.name)
     if not isinstance(config.model, recipe.config_cls):
         raise ConfigError(f"model.name={config.model.name!r} does not match its config "
                           f"({type(config.model).__name__}); pass the model name as the first "
                           "argument of `gmzoo train` instead of setting model.name")
+    for section, cls in (("sample", recipe.sample_cls), ("eval", recipe.eval_cls)):
+        if type(getattr(config, section)) is not cls:
+            raise ConfigError(f"the {section} section of a {recipe.name} experiment is a "
+                              f"{cls.__name__}, got {type(getattr(config, section)).__name__}; start "
+                              f"from zoo.get({recipe.name!r}).default()")
+    cfglib.validate(config)
     if jax.process_count() > 1 and (config.train.eval_every or config.train.sample_every):
         raise ConfigError("periodic evaluation and sample grids run in a single process; with "
                           f"{jax.process_count()} processes set train.eval_every=0 and "
@@ -125,10 +164,10 @@ def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
                           f"{d.name} training split ({n_train} examples); use at most {n_train}")
     kind = "points" if registry.is_points(train_source) else "images"
     if kind not in recipe.data_kinds:
-        other = [r.name for r in zoo.models().values() if kind in r.data_kinds]
         what = ("a set of 2-D points" if kind == "points" else "an image data set")
         raise ConfigError(f"data.name={d.name!r} is {what}, and model {recipe.name} takes "
-                          f"{' or '.join(recipe.data_kinds)}; models for {kind}: {', '.join(other)}")
+                          f"{' or '.join(recipe.data_kinds)} (`gmzoo list` names the models for "
+                          f"{kind})")
     if kind == "points":
         changed = [k for k in ("binarize", "scale", "dequantize")
                    if getattr(d, k) != getattr(cfglib.DataConfig(), k)]
@@ -136,13 +175,16 @@ def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
             raise ConfigError(f"data.{', data.'.join(changed)} apply to images; {d.name} is a set "
                               "of 2-D points, used as they are: leave them at their defaults")
     image_shape = tuple(int(s) for s in np.shape(train_source[0]["image"]))
-    num_classes = getattr(config.model, "num_classes", 0)
-    uses_labels = getattr(config.model, "conditional", False) or getattr(config.model, "classifier", False)
-    if uses_labels and num_classes != train_source.num_classes:
-        raise ConfigError(f"model.num_classes={num_classes} but {d.name} has "
-                          f"{train_source.num_classes} classes; set model.num_classes="
-                          f"{train_source.num_classes}")
-    recipe.check(config, image_shape)
+    if recipe.uses_labels is not None and recipe.uses_labels(config.model):
+        num_classes = config.model.num_classes
+        if num_classes != train_source.num_classes:
+            raise ConfigError(f"model.num_classes={num_classes} but {d.name} has "
+                              f"{train_source.num_classes} classes; set model.num_classes="
+                              f"{train_source.num_classes}")
+    stage = {}
+    if recipe.first_stage:
+        stage = {"stage": Stage(getattr(config.model, recipe.first_stage), table, recipe.first_stage)}
+    recipe.check(config, image_shape, **stage)
     check_sampling(recipe, config)
     mesh = parallel.data_mesh(devices)
     parallel.check_batch_divisible(config.train.batch_size, mesh)
@@ -151,20 +193,15 @@ def setup(config: ExperimentConfig, *, devices: list | None = None) -> Run:
                           f"number of processes ({jax.process_count()})")
     num_levels = int(getattr(train_source, "num_levels", 256))
     space = make_point_space(d) if kind == "points" else make_data_space(d, num_levels)
-    module = recipe.build(config.model, image_shape, space.num_levels)
+    module = recipe.build(config.model, image_shape, space.num_levels, **stage)
     return Run(config, recipe, module, image_shape, space, train_source, test_source, mesh)
 
 
-def check_sampling(recipe: zoo.Recipe, config: ExperimentConfig) -> None:
-    """Refuses ``sample.*`` options the model cannot take (before any compute)."""
-    changed = cfglib.diff(config.sample, cfglib.SampleConfig())
-    if not recipe.samplers and recipe.check_sampling is None:
-        if changed:
-            raise ConfigError(f"model {recipe.name} has one sampler and no sampler options; "
-                              f"sample.{', sample.'.join(changed)} apply to diffusion models")
-        return
-    name = config.sample.sampler
-    if name and recipe.samplers and name not in recipe.samplers:
+def check_sampling(recipe: Recipe, config: ExperimentConfig) -> None:
+    """Refuses ``sample.*`` options the model cannot take (before any compute). The keys the
+    family's sample section lacks are refused earlier, by :func:`gmzoo.config.override`."""
+    name = config.sample.sampler if recipe.samplers else ""
+    if name and name not in recipe.samplers:
         raise ConfigError(f"sample.sampler={name!r}: model {recipe.name} takes "
                           f"{', '.join(recipe.samplers)}")
     if recipe.check_sampling is not None:
@@ -175,9 +212,10 @@ def init_state(run: Run) -> TrainState:
     """The initial, replicated train state (parameters from ``init`` on a prepared batch)."""
     key = jax.random.key(run.config.train.seed)
     init_key, data_key, run_key = jax.random.split(key, 3)
-    example = {"image": jnp.zeros((2, *run.image_shape), jnp.float32),
-               "label": jnp.zeros((2,), jnp.int32)}
-    example = run.space.prepare(example, data_key)
+    n = min(run.recipe.init_batch or run.config.train.batch_size, len(run.train_source))
+    example = next(iter(ordered_batches(run.train_source, n, n)))  # the first n, in order
+    example = run.space.prepare({"image": jnp.asarray(example["image"], jnp.float32),
+                                 "label": jnp.asarray(example["label"], jnp.int32)}, data_key)
     variables = run.recipe.init(run.module, init_key, example)
     variables = dict(variables)
     params = variables.pop("params")
@@ -292,14 +330,24 @@ def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:
     os.makedirs(workdir, exist_ok=True)
 
 
-def _check_resumable(saved: dict, config: ExperimentConfig) -> None:
-    saved_cfg = zoo.experiment_from_dict(saved)
-    changed = cfglib.diff(saved_cfg, config, ignore=RESUMABLE_CHANGES)
+def experiment_from_dict(d: dict, table: Table) -> ExperimentConfig:
+    """The experiment config saved as JSON in a run, with its family's config classes."""
+    if not isinstance(d, dict) or not isinstance(d.get("model"), dict) or "name" not in d["model"]:
+        raise ConfigError("the saved config names no model (model.name); it was not written by gmzoo")
+    recipe = table(d["model"]["name"])
+    return cfglib.experiment_from_dict(d, model_cls=recipe.config_cls, sample_cls=recipe.sample_cls,
+                                       eval_cls=recipe.eval_cls)
+
+
+def _check_resumable(saved: dict, config: ExperimentConfig, table: Table) -> None:
+    saved_cfg = experiment_from_dict(saved, table)
+    changed = [k for k in cfglib.diff(saved_cfg, config, ignore=RESUMABLE_CHANGES)
+               if not k.startswith(RESUMABLE_SECTIONS)]
     if changed:
         desc = "; ".join(f"{k}: saved {cfglib._flatten(saved).get(k)!r}, given "
                          f"{cfglib._flatten(cfglib.to_dict(config)).get(k)!r}" for k in changed)
         raise ConfigError(f"cannot resume with a different config ({desc}); only "
-                          f"{', '.join(RESUMABLE_CHANGES)} may change")
+                          f"{', '.join(RESUMABLE_CHANGES)}, eval.* and sample.* may change")
 
 
 def _truncate_log(path: str, step: int) -> None:
@@ -310,10 +358,10 @@ def _truncate_log(path: str, step: int) -> None:
             f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def train(config: ExperimentConfig, workdir: str, *, resume: bool = False,
+def train(config: ExperimentConfig, workdir: str, table: Table, *, resume: bool = False,
           overwrite: bool = False, devices: list | None = None, verbose: bool = True) -> TrainState:
     """Trains ``config`` in ``workdir`` and returns the final (replicated) train state."""
-    run = setup(config, devices=devices)
+    run = setup(config, table, devices=devices)
     workdir = os.path.abspath(workdir)
     _prepare_workdir(workdir, resume=resume, overwrite=overwrite)
     tcfg = config.train
@@ -327,7 +375,7 @@ def train(config: ExperimentConfig, workdir: str, *, resume: bool = False,
                             process_count=jax.process_count())
     step = 0
     if resume and ckpt.latest_step() is not None:
-        _check_resumable(ckpt.restore_config(), config)
+        _check_resumable(ckpt.restore_config(), config, table)
         state, data_state, _ = ckpt.restore(state)
         batches.set_state(data_state)
         step = int(jax.device_get(state.step))
@@ -428,7 +476,7 @@ def train(config: ExperimentConfig, workdir: str, *, resume: bool = False,
     return state
 
 
-def load_run(workdir: str, *, step: int | None = None,
+def load_run(workdir: str, table: Table, *, step: int | None = None,
              overrides: list[str] | None = None) -> tuple[Run, TrainState]:
     """Rebuilds the run saved in ``workdir`` and restores its latest (or given) checkpoint."""
     ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -439,10 +487,10 @@ def load_run(workdir: str, *, step: int | None = None,
     try:
         if ckpt.latest_step() is None:
             raise ConfigError(f"{ckpt_dir} holds no finished checkpoint")
-        config = zoo.experiment_from_dict(ckpt.restore_config(step))
+        config = experiment_from_dict(ckpt.restore_config(step), table)
         if overrides:
             config = cfglib.override(config, overrides)
-        run = setup(config)
+        run = setup(config, table)
         state, _, _ = ckpt.restore(init_state(run), step)
     finally:
         ckpt.close()

@@ -22,14 +22,68 @@ LossFn = Callable[..., tuple[jax.Array, Any]]
 PrepareFn = Callable[[Batch, jax.Array], Batch]
 
 
-def _cast_floats(tree: Any, dtype: Any) -> Any:
+def cast_floats(tree: Any, dtype: Any) -> Any:
+    """``tree`` with its floating leaves cast to ``dtype`` (other leaves as they are)."""
     return jax.tree.map(
         lambda x: x.astype(dtype) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, tree)
 
 
-def _all_finite(tree: Any) -> jax.Array:
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every entry of every floating leaf of ``tree`` is finite (a bool scalar)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def guard(finite: jax.Array, update: Callable[[Any], Any], state: Any) -> Any:
+    """``update(state)`` if ``finite`` else ``state`` unchanged, with ``lax.cond``: one branch
+    runs, so a non-finite step costs nothing and leaves the state exactly as it was."""
+    return jax.lax.cond(finite, update, lambda s: s, state)
+
+
+def loss_and_grads(loss_fn: LossFn, params: Any, batch: Batch, key: jax.Array, model_state: Any, *,
+                   compute_dtype: Any = jnp.float32, with_model_state: bool = False):
+    """The cast forward and backward pass every gmzoo step shares.
+
+    ``loss_fn(params, batch, key) -> (loss, metrics)`` (with ``with_model_state``:
+    ``loss_fn(params, batch, key, model_state=...) -> (loss, (metrics, new_model_state))``) is
+    evaluated on ``params`` cast to ``compute_dtype`` (only the parameters: the data keep their
+    exact values; a bfloat16 cast would move 256-level pixels off their grid) and
+    differentiated with respect to ``params``.
+
+    Returns ``(loss, metrics, new_model_state, grads, finite)``: the float32 loss, the metrics
+    as float32, the new model state, float32 gradients, and whether the loss and every gradient
+    are finite.
+    """
+    compute_dtype = jnp.dtype(compute_dtype)
+
+    def objective(params):
+        if compute_dtype != jnp.float32:
+            params = cast_floats(params, compute_dtype)
+        if with_model_state:
+            loss, (metrics, new_model_state) = loss_fn(params, batch, key, model_state=model_state)
+        else:
+            (loss, metrics), new_model_state = loss_fn(params, batch, key), model_state
+        return loss.astype(jnp.float32), (metrics, new_model_state)
+
+    (loss, (metrics, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    grads = cast_floats(grads, jnp.float32)
+    finite = jnp.isfinite(loss) & all_finite(grads)
+    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    return loss, metrics, new_model_state, grads, finite
+
+
+def optimizer_update(tx: optax.GradientTransformation, grads: Any, opt_state: Any,
+                     params: Any) -> tuple[Any, Any]:
+    """``(params, opt_state)`` after one optax update with ``grads``."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def ema_update(ema_params: Any, params: Any, ema_decay: float, step: jax.Array) -> Any:
+    """The parameter EMA after a step: ``decay * ema + (1 - decay) * params``, with the
+    warm-up of :func:`gmzoo.train.optim.ema_decay_at` (``ema_decay = 0``: the params)."""
+    decay = ema_decay_at(ema_decay, step)
+    return optax.incremental_update(params, ema_params, 1.0 - decay)
 
 
 def make_train_step(
@@ -46,7 +100,7 @@ def make_train_step(
     Args:
       loss_fn: ``loss_fn(params, batch, key) -> (loss, metrics)``; with ``with_model_state``,
         ``loss_fn(params, batch, key, model_state=...) -> (loss, (metrics, new_model_state))``
-        (e.g. batch statistics).
+        (batch statistics, persistent chains, a replay buffer).
       tx: the optax optimizer.
       ema_decay: decay of the parameter EMA (with warm-up, see ``ema_decay_at``); 0 disables it.
       prepare: ``prepare(batch, key) -> batch``: data transforms that need randomness (dynamic
@@ -56,44 +110,27 @@ def make_train_step(
         the loss stay float32.
       with_model_state: see ``loss_fn``.
 
-    A step whose loss or gradients are not finite leaves params, EMA, optimizer and model state
-    as they were (only ``step`` advances) and reports ``metrics["finite"] = False``; the loop
-    stops on it.
+    The step is :func:`loss_and_grads`, then :func:`optimizer_update` and :func:`ema_update`
+    under :func:`guard`: a step whose loss or gradients are not finite leaves params, EMA,
+    optimizer and model state as they were (only ``step`` advances) and reports
+    ``metrics["finite"] = False``; the loop stops on it.
     """
-    compute_dtype = jnp.dtype(compute_dtype)
-
-    def objective(params, batch, key, model_state):
-        if compute_dtype != jnp.float32:
-            # Only the parameters: the data keep their exact values (a bfloat16 cast would move
-            # 256-level pixels off their grid); apply functions cast a module's inputs.
-            params = _cast_floats(params, compute_dtype)
-        if with_model_state:
-            loss, (metrics, new_model_state) = loss_fn(params, batch, key, model_state=model_state)
-        else:
-            (loss, metrics), new_model_state = loss_fn(params, batch, key), model_state
-        return loss.astype(jnp.float32), (metrics, new_model_state)
 
     def train_step(state: TrainState, batch: Batch, key: jax.Array):
         prep_key, loss_key = jax.random.split(key)
         if prepare is not None:
             batch = prepare(batch, prep_key)
-        (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
-            state.params, batch, loss_key, state.model_state)
-        grads = _cast_floats(grads, jnp.float32)
-        finite = jnp.isfinite(loss) & _all_finite(grads)
+        loss, metrics, model_state, grads, finite = loss_and_grads(
+            loss_fn, state.params, batch, loss_key, state.model_state,
+            compute_dtype=compute_dtype, with_model_state=with_model_state)
 
         def apply_update(state: TrainState) -> TrainState:
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            decay = ema_decay_at(ema_decay, state.step)
-            ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
-            return state.replace(params=params, ema_params=ema_params, opt_state=opt_state,
-                                 model_state=model_state)
+            params, opt_state = optimizer_update(tx, grads, state.opt_state, state.params)
+            return state.replace(params=params, opt_state=opt_state, model_state=model_state,
+                                 ema_params=ema_update(state.ema_params, params, ema_decay,
+                                                       state.step))
 
-        # One branch runs: a non-finite step costs nothing and leaves the state as it was.
-        new_state = jax.lax.cond(finite, apply_update, lambda s: s, state)
-        new_state = new_state.replace(step=state.step + 1)
-        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+        new_state = guard(finite, apply_update, state).replace(step=state.step + 1)
         metrics.update(loss=loss, grad_norm=optax.tree.norm(grads), finite=finite)
         return new_state, metrics
 

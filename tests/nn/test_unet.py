@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gmzoo.models.diffusion import NoiseClassifier, TinyNoiseClassifier, param_count
+from gmzoo.models.diffusion import NoiseClassifier, TinyNoiseClassifier
+from gmzoo.nn.tree import param_count
 from gmzoo.nn.attention import SelfAttention2D
 from gmzoo.nn.embeddings import sinusoidal_embedding
 from gmzoo.nn.normalization import GroupNorm

@@ -18,8 +18,9 @@ from gmzoo.config import ConfigError
 from gmzoo.data import paired
 from gmzoo.data.pipeline import ordered_batches
 from gmzoo.recipes import cyclegan
-from gmzoo.train.evaluate import evaluate
-from gmzoo.train.loop import init_state, setup, train
+from gmzoo.zoo import evaluate
+from gmzoo.train.loop import init_state
+from gmzoo.zoo import setup, train
 from player_state import changed, counts
 
 TINY = ["data.name=digits", "model.features=2", "model.num_blocks=1", "model.d_features=2",

@@ -8,8 +8,9 @@ import pytest
 from gmzoo import config as cfglib
 from gmzoo import zoo
 from gmzoo.recipes import diffusion, score
-from gmzoo.train.evaluate import evaluate, sampler_sweep
-from gmzoo.train.loop import heldout_metrics, load_run, sample_images, setup, train
+from gmzoo.zoo import evaluate, sampler_sweep
+from gmzoo.train.loop import heldout_metrics, sample_images
+from gmzoo.zoo import load_run, setup, train
 
 TINY = ["data.name=digits", "model.base_channels=8", "model.num_groups=4",
         "model.channel_mults=(1,)", "model.attention_resolutions=()", "train.batch_size=16",

@@ -4,7 +4,6 @@ step); configs the models cannot take are refused in one line before any compute
 
 import json
 import os
-import shutil
 
 import jax
 import numpy as np
@@ -13,8 +12,9 @@ import pytest
 from gmzoo import config as cfglib
 from gmzoo import zoo
 from gmzoo.config import ConfigError
-from gmzoo.train.evaluate import evaluate
-from gmzoo.train.loop import heldout_metrics, init_state, load_run, sample_images, setup, train
+from gmzoo.zoo import evaluate
+from gmzoo.train.loop import heldout_metrics, init_state, sample_images
+from gmzoo.zoo import load_run, setup, train
 from player_state import changed, counts
 
 TINY = ["data.name=digits", "model.latent_dim=8", "model.features=4", "model.label_features=4",
@@ -97,20 +97,6 @@ def test_evaluate_reports_fd_and_kid(name, trained):
     assert np.isfinite(report["heldout"]["d_loss"])
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_resume(name, trained, tmp_path):
-    workdir = str(tmp_path / "resumed")
-    shutil.copytree(trained(name)[0], workdir)
-    longer = tiny(name, ["train.steps=3"])
-    resumed = train(longer, workdir, resume=True, verbose=False)
-    assert int(jax.device_get(resumed.step)) == 3
-    assert counts(resumed.opt_state["discriminator"]) == {3 * longer.model.d_steps}
-    if name == "dcgan":  # the same numbers as one uninterrupted run, batch statistics included
-        straight = train(longer, str(tmp_path / "straight"), verbose=False)
-        assert not changed(straight.params, resumed.params)
-        assert not changed(straight.model_state, resumed.model_state)
-        assert not changed(straight.opt_state, resumed.opt_state)
-
 
 def test_conditional_generator_follows_the_label():
     """cgan draws classes 0..K-1 in turn: the same z with other labels gives other images."""
@@ -148,7 +134,7 @@ def test_conditional_sampler_draws_the_requested_class(trained, tmp_path):
     ("dcgan", ["model.conditioning=film"], "model.conditioning"),
     ("dcgan", ["model.d_steps=0"], "model.d_steps"),
     ("cgan", ["model.num_classes=5"], "model.num_classes=10"),
-    ("cgan", ["sample.steps=3"], "one sampler"),
+    ("cgan", ["sample.steps=3"], "has no option 'sample.steps'"),
     ("dcgan", ["sample.class_label=3"], "unconditional"),
     ("cgan", ["sample.class_label=10"], "classes 0..9"),
 ])

@@ -14,8 +14,9 @@ from gmzoo import zoo
 from gmzoo.config import ConfigError
 from gmzoo.data import registry, toys
 from gmzoo.train import artifacts
-from gmzoo.train.evaluate import evaluate
-from gmzoo.train.loop import sample_images, setup, train
+from gmzoo.zoo import evaluate
+from gmzoo.train.loop import sample_images
+from gmzoo.zoo import setup, train
 
 QUIET = ["train.progress_bar=false", "train.eval_every=0"]
 
@@ -103,8 +104,8 @@ def test_grid25_and_unmoded_sets_evaluate(tmp_path):
 
 
 @pytest.mark.parametrize("name, extra, words", [
-    ("vae", ["data.name=ring8"], "models for points: gan_toy"),
-    ("dcgan", ["data.name=ring8"], "models for points: gan_toy"),
+    ("vae", ["data.name=ring8"], "takes images (`gmzoo list` names the models for points)"),
+    ("dcgan", ["data.name=ring8"], "takes images (`gmzoo list` names the models for points)"),
     ("gan_toy", ["data.scale=symmetric"], "data.scale apply to images"),
     ("gan_toy", ["data.dequantize=true"], "data.dequantize apply to images"),
     ("gan_toy", ["model.architecture=dcgan"], "model.architecture=dcgan needs images"),

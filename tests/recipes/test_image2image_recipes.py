@@ -14,8 +14,9 @@ from gmzoo.data import paired
 from gmzoo.data.pipeline import ordered_batches
 from gmzoo.metrics import image
 from gmzoo.recipes.base import Translation
-from gmzoo.train import evaluate as evaluate_lib
-from gmzoo.train.loop import heldout_metrics, init_state, setup, train
+
+from gmzoo.train.loop import heldout_metrics, init_state
+from gmzoo.zoo import setup, train
 from player_state import changed, counts
 
 COMMON = ["data.name=digits", "train.batch_size=16", "train.steps=2", "train.log_every=1",
@@ -209,7 +210,7 @@ def test_srgan_learns_to_beat_bicubic_upsampling(tmp_path):
 
 def test_evaluate_reports_psnr_and_ssim_beside_the_baseline(trained):
     workdir, _, _ = trained("pix2pix")
-    report = evaluate_lib.evaluate(workdir, verbose=False)
+    report = zoo.evaluate(workdir, verbose=False)
     tr = report["translation"]
     assert tr["num_test"] == 16 and "source unchanged" in tr["baseline"]
     for key in ("PSNR model (dB)", "PSNR baseline (dB)", "SSIM model", "SSIM baseline"):

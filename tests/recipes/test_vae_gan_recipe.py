@@ -20,8 +20,9 @@ from gmzoo.data.pipeline import ordered_batches
 from gmzoo.losses.gaussian import diag_gaussian_log_prob, reparameterize
 from gmzoo.losses import vae_gan as vae_gan_losses
 from gmzoo.recipes import vae_gan
-from gmzoo.train.evaluate import evaluate
-from gmzoo.train.loop import init_state, setup, train
+from gmzoo.zoo import evaluate
+from gmzoo.train.loop import init_state
+from gmzoo.zoo import setup, train
 from player_state import changed, counts
 
 TINY = ["data.name=digits", "model.latent_dim=4", "model.widths=4,8", "model.features=4",

@@ -4,8 +4,8 @@
         [--num-processes P --process-id I --port PORT] -- key=value ...
 
 Sets ``jax_num_cpu_devices=N``, joins a ``jax.distributed`` job of P processes on localhost if
-P > 1, runs ``gmzoo.train.loop.train(config, W)`` on the tiny config given by the overrides,
-restores the checkpoint it wrote with ``loop.load_run(W)`` (also a collective when P > 1), and
+P > 1, runs ``gmzoo.zoo.train(config, W)`` on the tiny config given by the overrides,
+restores the checkpoint it wrote with ``zoo.load_run(W)`` (also a collective when P > 1), and
 writes to OUT.npz: this process's copy of the initial parameters (``init_params[...]``), the
 final state (``params[...]``, ``ema_params[...]``, ``step``), the restored state (``restored_params[...]``, ``restored_ema_params[...]``) and
 ``info`` (JSON: process index/count, device counts, the shapes and shardings of every batch the
@@ -98,13 +98,13 @@ def main() -> None:
     loop.init_state = recording_init_state
 
     config = cfglib.override(zoo.get("vae").default(), args.overrides)
-    state = loop.train(config, args.workdir, verbose=False)
+    state = zoo.train(config, args.workdir, verbose=False)
     arrays = {"step": np.asarray(_local_copy(state.step, "step"))}
     arrays.update(_flat(state.params, "params"))
     arrays.update(_flat(state.ema_params, "ema_params"))
     arrays.update(initial)
 
-    _, restored = loop.load_run(args.workdir)
+    _, restored = zoo.load_run(args.workdir)
     arrays.update(_flat(restored.params, "restored_params"))
     arrays.update(_flat(restored.ema_params, "restored_ema_params"))
 

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from gmzoo.train.loop import NonFiniteError, load_run, train
+from gmzoo.train.loop import NonFiniteError
+from gmzoo.zoo import load_run, train
 
 
 def test_divergence_stops_with_step_and_intact_checkpoint(tmp_path, tiny):

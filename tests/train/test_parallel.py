@@ -72,7 +72,7 @@ def flat(tree, prefix):
 for n in (8, 1):
     seen.clear()
     workdir = f"{out_dir}/devices{n}"
-    state = loop.train(config, workdir, devices=jax.devices()[:n], verbose=False)
+    state = zoo.train(config, workdir, devices=jax.devices()[:n], verbose=False)
     mesh = seen["mesh"]
     compiled = seen["step_fn"].lower(state, seen["batch"]).compile()
     (state_in, batch_in), _ = compiled.input_shardings

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from gmzoo.train.loop import load_run
+from gmzoo.zoo import load_run
 
 ARGS = ["vae", "--set", "data.name=digits", "--set", "model.hidden=(32,)",
         "--set", "model.latent_dim=4", "--set", "train.batch_size=16",
@@ -73,7 +73,7 @@ def test_sigkill_at_random_step_then_resume_is_bit_identical(tmp_path):
 
 def test_resume_refuses_a_changed_config(tmp_path, tiny):
     from gmzoo.config import ConfigError, override
-    from gmzoo.train.loop import train
+    from gmzoo.zoo import train
 
     workdir = str(tmp_path / "run")
     cfg = tiny()

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from gmzoo.train.evaluate import evaluate
-from gmzoo.train.loop import train
+from gmzoo.zoo import evaluate
+from gmzoo.zoo import train
 
 
 def test_mocked_fashion_mnist_trains_and_evaluates(tiny, tmp_path):

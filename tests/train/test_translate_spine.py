@@ -15,8 +15,10 @@ from gmzoo import zoo
 from gmzoo.config import DataConfig, EvalConfig, ExperimentConfig, OptimConfig, TrainConfig
 from gmzoo.metrics import image
 from gmzoo.recipes.base import Recipe, Translation
-from gmzoo.train.evaluate import evaluate, ssim_window
-from gmzoo.train.loop import load_run, sample_images, translate_images, train
+from gmzoo.train.evaluate import ssim_window
+from gmzoo.zoo import evaluate
+from gmzoo.train.loop import sample_images, translate_images
+from gmzoo.zoo import load_run, train
 
 
 @dataclasses.dataclass(frozen=True)

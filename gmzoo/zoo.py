@@ -17,6 +17,8 @@ from gmzoo.recipes import diffusion, gan, latent, score, vae
 from gmzoo.recipes import cyclegan
 from gmzoo.recipes import image2image
 from gmzoo.recipes import vae_gan
+from gmzoo.families.rbm import family as rbm_family
+from gmzoo.families.gmm import family as gmm_family
 from gmzoo.recipes.base import Recipe
 from gmzoo.train import evaluate as evaluation
 from gmzoo.train import loop
@@ -28,7 +30,8 @@ __all__ = ["MODELS", "Recipe", "config", "evaluate", "experiment_from_dict", "ge
 MODELS: dict[str, Recipe] = {r.name: r for r in (*vae.RECIPES, *diffusion.RECIPES,
                                                  *score.RECIPES, *latent.RECIPES,
                                                  *gan.RECIPES, *cyclegan.RECIPES,
-                                                 *image2image.RECIPES, *vae_gan.RECIPES)}
+                                                 *image2image.RECIPES, *vae_gan.RECIPES,
+                                                 *rbm_family.RECIPES, *gmm_family.RECIPES)}
 
 
 def models() -> dict[str, Recipe]:

@@ -258,16 +258,9 @@ def _unknown_key_message(key: str, allowed: list[str], config: Any = None) -> st
     return f"unknown config key {key!r}.{hint} Allowed: {', '.join(sorted(allowed))}"
 
 
-def all_keys(config: Any, prefix: str = "") -> list[str]:
+def all_keys(config: Any) -> list[str]:
     """Every dotted leaf key of a nested config dataclass."""
-    keys = []
-    for f in dataclasses.fields(config):
-        v = getattr(config, f.name)
-        if dataclasses.is_dataclass(v):
-            keys += all_keys(v, f"{prefix}{f.name}.")
-        else:
-            keys.append(prefix + f.name)
-    return keys
+    return [key for key, _, _ in _leaves(config)]
 
 
 def override(config: Any, assignments: list[str]) -> Any:
@@ -311,13 +304,13 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _constraints(config: Any, prefix: str = "") -> list[tuple[str, Any, dict]]:
+def _leaves(config: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """``(dotted key, value, field metadata)`` of every leaf of a nested config."""
     out = []
     for f in dataclasses.fields(config):
         v = getattr(config, f.name)
         if dataclasses.is_dataclass(v):
-            out += _constraints(v, f"{prefix}{f.name}.")
+            out += _leaves(v, f"{prefix}{f.name}.")
         else:
             out.append((prefix + f.name, v, f.metadata))
     return out
@@ -326,7 +319,7 @@ def _constraints(config: Any, prefix: str = "") -> list[tuple[str, Any, dict]]:
 def validate(config: ExperimentConfig) -> None:
     """Refuses values no run can use, with what was wrong and what is allowed: each field's
     declared constraint (``choice``, ``positive``, ...), in every section, the family's own too."""
-    for key, value, meta in _constraints(config):
+    for key, value, meta in _leaves(config):
         if "choices" in meta and value not in meta["choices"]:
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of "
                               f"{', '.join(meta['choices'])}")

@@ -42,14 +42,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     from gmzoo import config as cfglib
     from gmzoo import zoo
     from gmzoo.train.checkpoint import Checkpointer
-    from gmzoo.train.loop import train
+    from gmzoo.train.loop import is_run, train
 
     config = load_experiment(args.config)
     workdir = args.workdir or _default_workdir(cfglib.override(config, args.set or []))
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    if args.resume and os.path.isdir(ckpt_dir):
-        # Continue the saved run: its config, plus only what --set changes.
-        ckpt = Checkpointer(ckpt_dir)
+    if args.resume and os.path.isdir(ckpt_dir) and is_run(workdir):
+        # Continue the saved run: its config, plus only what --set changes (read-only: a
+        # training still writing there is refused later, not disturbed).
+        ckpt = Checkpointer(ckpt_dir, read_only=True)
         try:
             if ckpt.latest_step() is not None:
                 saved = zoo.experiment_from_dict(ckpt.restore_config())

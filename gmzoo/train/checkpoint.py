@@ -9,6 +9,7 @@ unfinished folder is ignored and cleaned up on the next start.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -29,12 +30,27 @@ def _from_saveable(state: TrainState, impl: Any) -> TrainState:
 class Checkpointer:
     """A thin layer over ``ocp.CheckpointManager`` keeping the last ``keep`` checkpoints."""
 
-    def __init__(self, directory: str, *, keep: int = 3):
+    def __init__(self, directory: str, *, keep: int = 3, read_only: bool = False):
+        """``read_only``: a reader (``gmzoo sample`` / ``evaluate``, a first stage) that creates,
+        cleans and deletes nothing, so a training writing into the same folder goes on (a
+        writer's manager removes unfinished ``*.orbax-checkpoint-tmp`` folders, which would
+        take the checkpoint being written)."""
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               cleanup_tmp_directories=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_names=("state", "data", "config"))
+        absl = logging.getLogger("absl")
+        level = absl.level
+        if read_only:  # orbax warns that the folder is read only: that is the point
+            absl.setLevel(logging.ERROR)
+        try:
+            if read_only:
+                options = ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                       cleanup_tmp_directories=False)
+            else:
+                options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                       cleanup_tmp_directories=True)
+            self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                                  item_names=("state", "data", "config"))
+        finally:
+            absl.setLevel(level)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -74,3 +90,9 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

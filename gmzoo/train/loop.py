@@ -304,23 +304,44 @@ def sample_images(run: Run, params: Any, n: int, seed: int, *, mean: bool = True
     return np.asarray(jax.device_get(run.space.to_display(jnp.concatenate(parts)[:n])))
 
 
+# A run folder gmzoo wrote holds this marker; --overwrite and --resume act only on such folders,
+# and --overwrite deletes only the entries below (what gmzoo writes), never anything else.
+RUN_MARKER = "gmzoo-run.json"
+RUN_ENTRIES = (RUN_MARKER, "checkpoints", "config.json", "metrics.jsonl", "tensorboard", "samples",
+               "eval", "loss_curve.png", "feature_net", "metrics.superseded.jsonl")
+
+
+def is_run(workdir: str) -> bool:
+    """Whether ``workdir`` is a run folder gmzoo wrote (it holds ``RUN_MARKER``)."""
+    return os.path.isfile(os.path.join(workdir, RUN_MARKER))
+
+
 def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:
+    """Refuses what would lose a user's files, before any compute: ``--overwrite`` and
+    ``--resume`` act only on a folder holding gmzoo's marker, and ``--overwrite`` deletes only
+    the entries gmzoo writes (``RUN_ENTRIES``), leaving and naming anything else."""
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other; pick one")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError(f"workdir {workdir} is a file, not a folder")
-    if os.path.isdir(workdir) and os.listdir(workdir):
-        if overwrite:
-            is_run = any(os.path.exists(os.path.join(workdir, n))
-                         for n in ("config.json", "checkpoints"))
-            if not is_run:
-                raise ConfigError(f"--overwrite deletes only gmzoo runs, and {workdir} holds "
-                                  "files but no config.json or checkpoints/; pick another --workdir")
-            if jax.process_index() == 0:
-                shutil.rmtree(workdir)
-        elif not resume:
-            raise ConfigError(f"workdir {workdir} already holds files; pass --resume to continue "
-                              "the run there or --overwrite to delete it and start over")
+    held = sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
+    if held and (resume or overwrite) and not is_run(workdir):
+        flag = "--resume" if resume else "--overwrite"
+        raise ConfigError(f"{flag} acts only on a run gmzoo wrote (it holds {RUN_MARKER}), and "
+                          f"{workdir} holds {', '.join(held[:6])}{' ...' if len(held) > 6 else ''} "
+                          "without it; pick another --workdir (a run of an older gmzoo: delete "
+                          "it by hand, or add the marker with `touch` if you are sure)")
+    if held and overwrite and jax.process_index() == 0:
+        kept = [n for n in held if n not in RUN_ENTRIES]
+        for name in held:
+            if name in RUN_ENTRIES and name != RUN_MARKER:
+                path = os.path.join(workdir, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        if kept:
+            print(f"--overwrite deleted gmzoo's files in {workdir} and left yours: {', '.join(kept)}")
+    elif held and not (resume or overwrite):
+        raise ConfigError(f"workdir {workdir} already holds files; pass --resume to continue "
+                          "the run there or --overwrite to delete it and start over")
     if jax.process_count() > 1:
         # Every process must look at the shared workdir (and process 0 empty it) before any
         # process writes to it, or the others find process 0's files and refuse to start.
@@ -328,6 +349,9 @@ def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:
 
         multihost_utils.sync_global_devices("gmzoo_prepare_workdir")
     os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0 and not is_run(workdir):
+        with open(os.path.join(workdir, RUN_MARKER), "w") as f:
+            json.dump({"written_by": "gmzoo", "format": 1, "created": time.time()}, f)
 
 
 def experiment_from_dict(d: dict, table: Table) -> ExperimentConfig:
@@ -351,11 +375,18 @@ def _check_resumable(saved: dict, config: ExperimentConfig, table: Table) -> Non
 
 
 def _truncate_log(path: str, step: int) -> None:
-    """Drops metrics logged after the checkpoint a resumed run restarts from."""
+    """Moves the metrics logged after ``step`` (the checkpoint a resumed run restarts from) to
+    ``metrics.superseded.jsonl`` beside ``path``: the rows of steps up to ``step`` stay, and
+    nothing logged is ever deleted."""
     if os.path.exists(path):
-        rows = [r for r in artifacts.read_metrics(path) if r["step"] <= step]
+        rows = artifacts.read_metrics(path)
+        later = [r for r in rows if r["step"] > step]
+        if not later:
+            return
+        with open(os.path.join(os.path.dirname(path), "metrics.superseded.jsonl"), "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in later)
         with open(path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+            f.writelines(json.dumps(r) + "\n" for r in rows if r["step"] <= step)
 
 
 def train(config: ExperimentConfig, workdir: str, table: Table, *, resume: bool = False,
@@ -382,8 +413,10 @@ def train(config: ExperimentConfig, workdir: str, table: Table, *, resume: bool 
         if lead:
             _truncate_log(os.path.join(workdir, "metrics.jsonl"), step)
         say(f"resumed from step {step} in {ckpt.directory}")
-    elif resume and lead:
-        _truncate_log(os.path.join(workdir, "metrics.jsonl"), 0)  # no checkpoint: start over
+    elif resume:
+        say(f"--resume: {ckpt.directory} holds no finished checkpoint; starting at step 0")
+        if lead:
+            _truncate_log(os.path.join(workdir, "metrics.jsonl"), 0)
     config_dict = cfglib.to_dict(config)
     if lead:
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -483,7 +516,7 @@ def load_run(workdir: str, table: Table, *, step: int | None = None,
     if not os.path.isdir(ckpt_dir):
         raise ConfigError(f"{workdir} holds no checkpoints; train first with "
                           f"`gmzoo train MODEL --workdir {workdir}`")
-    ckpt = Checkpointer(ckpt_dir)
+    ckpt = Checkpointer(ckpt_dir, read_only=True)  # changes nothing in a running workdir
     try:
         if ckpt.latest_step() is None:
             raise ConfigError(f"{ckpt_dir} holds no finished checkpoint")

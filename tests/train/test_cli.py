@@ -96,7 +96,7 @@ def test_overwrite_deletes_only_gmzoo_runs(refused, capsys, no_compute, tmp_path
     precious.mkdir()
     (precious / "thesis.tex").write_text("keep me")
     refused(["train", "vae", "--workdir", str(precious), "--overwrite", *TINY],
-             "--overwrite deletes only gmzoo runs")
+             "--overwrite acts only on a run gmzoo wrote")
     assert (precious / "thesis.tex").read_text() == "keep me"
 
 

@@ -30,7 +30,22 @@ def load_experiment(spec: str) -> ExperimentConfig:
         mod_spec.loader.exec_module(module)
         if not hasattr(module, "get_config"):
             raise ConfigError(f"{spec} defines no get_config() returning an ExperimentConfig")
-        return module.get_config()
+        config = module.get_config()
+        if isinstance(config, dict):  # the saved-config form: {"model": {"name": ...}, ...}
+            if not isinstance(config.get("model"), dict) or "name" not in config["model"]:
+                raise ConfigError(f"{spec}: get_config() returned a dict without model.name; "
+                                  "return an ExperimentConfig (zoo.config(NAME, overrides)) or "
+                                  'a dict like {"model": {"name": "vae", ...}, "train": {...}}')
+            from gmzoo import config as cfglib
+
+            base = cfglib.to_dict(zoo.get(config["model"]["name"]).default())
+            merged = {k: ({**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict)
+                          else v) for k, v in config.items()}  # the model's defaults, then yours
+            return zoo.experiment_from_dict({**base, **merged})
+        if not isinstance(config, ExperimentConfig):
+            raise ConfigError(f"{spec}: get_config() returned a {type(config).__name__}, not an "
+                              "ExperimentConfig (or a dict of its sections)")
+        return config
     return zoo.get(spec).default()
 
 
@@ -38,28 +53,71 @@ def _default_workdir(config: ExperimentConfig) -> str:
     return os.path.join("runs", f"{config.model.name}_{config.data.name}")
 
 
+def join_processes(args: argparse.Namespace) -> bool:
+    """Joins the ``jax.distributed`` run the flags describe, before any computation; returns
+    whether it did. Refuses an incomplete or inconsistent set of flags in one line."""
+    given = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+             "--process-id": args.process_id}
+    if args.distributed and any(v is not None for v in given.values()):
+        raise ConfigError("--distributed reads the cluster's environment; pass it alone or "
+                          "--coordinator, --num-processes and --process-id instead")
+    if not args.distributed and all(v is None for v in given.values()):
+        return False
+    import jax
+
+    if args.distributed:
+        jax.distributed.initialize()
+        return True
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(f"several processes need --coordinator, --num-processes and "
+                          f"--process-id together; missing {', '.join(missing)}")
+    host, _, port = args.coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--coordinator={args.coordinator!r} must be HOST:PORT, e.g. 127.0.0.1:12355")
+    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+        raise ConfigError(f"--process-id={args.process_id} must be in 0 .. {args.num_processes - 1} "
+                          f"(--num-processes={args.num_processes}, at least 1)")
+    jax.distributed.initialize(coordinator_address=args.coordinator,
+                               num_processes=args.num_processes, process_id=args.process_id)
+    return True
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    joined = join_processes(args)
+    try:
+        _train(args)
+    finally:
+        if joined:
+            import jax
+
+            jax.distributed.shutdown()
+
+
+def _train(args: argparse.Namespace) -> None:
     from gmzoo import config as cfglib
     from gmzoo import zoo
+    from gmzoo.train import workdir as folder
     from gmzoo.train.checkpoint import Checkpointer
-    from gmzoo.train.loop import is_run, train
+    from gmzoo.train.loop import train
 
     config = load_experiment(args.config)
     workdir = args.workdir or _default_workdir(cfglib.override(config, args.set or []))
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    if args.resume and os.path.isdir(ckpt_dir) and is_run(workdir):
+    if args.resume:
+        # A folder that is not a gmzoo run, or one in use, is refused before anything is read.
+        folder.prepare(os.path.abspath(workdir), resume=True, overwrite=False, act=False)
+    if args.resume and os.path.isdir(ckpt_dir):
         # Continue the saved run: its config, plus only what --set changes (read-only: a
         # training still writing there is refused later, not disturbed).
-        ckpt = Checkpointer(ckpt_dir, read_only=True)
-        try:
-            if ckpt.latest_step() is not None:
-                saved = zoo.experiment_from_dict(ckpt.restore_config())
-                if saved.model.name != config.model.name:
-                    raise ConfigError(f"{workdir} holds a {saved.model.name!r} run, not "
-                                      f"{config.model.name!r}")
-                config = saved
-        finally:
-            ckpt.close()
+        with Checkpointer(ckpt_dir, read_only=True) as ckpt:
+            newest = ckpt.newest_config()
+        if newest is not None:
+            saved = zoo.experiment_from_dict(newest)
+            if saved.model.name != config.model.name:
+                raise ConfigError(f"{workdir} holds a {saved.model.name!r} run, not "
+                                  f"{config.model.name!r}")
+            config = saved
     config = cfglib.override(config, args.set or [])
     train(config, workdir, zoo.get, resume=args.resume, overwrite=args.overwrite)
 
@@ -71,7 +129,12 @@ _SAMPLE_FLAGS = ("sampler", "steps", "eta", "guidance", "guide", "class_label", 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from gmzoo import zoo
+    from gmzoo.train import workdir as folder
     from gmzoo.train.loop import load_run, save_samples
+
+    if args.steps is not None and args.steps <= 0:
+        raise ConfigError(f"--steps={args.steps} must be a positive number of sampler steps; "
+                          "leave --steps out for the sampler's default")
 
     options = [(key, getattr(args, key)) for key in _SAMPLE_FLAGS if getattr(args, key) is not None]
     tag = "".join(f"_{key}-{value}" for key, value in options)
@@ -83,8 +146,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     overrides = [f"sample.{key}={value}" for key, value in options]
     if args.sampler is not None and args.steps is None:
         overrides.append("sample.steps=0")  # another sampler: its own default step count
-    run, state = load_run(args.workdir, zoo.get, overrides=overrides)
+    run, state = load_run(args.workdir, zoo.get, step=_step(args), overrides=overrides)
     save_samples(run, state.ema_params, out, args.n, seed=args.seed)
+    folder.register(args.workdir, out)  # gmzoo's file: --overwrite of the run deletes it
     what = ("test examples (source | output | target)" if run.recipe.translate is not None
             else "samples")
     print(f"{args.n} {what} of {run.config.model.name} written to {os.path.abspath(out)}")
@@ -102,9 +166,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.sweep:
         from gmzoo.train.evaluate import sampler_sweep
 
-        sampler_sweep(args.workdir, args.sweep, zoo.get, overrides=args.set or [])
+        sampler_sweep(args.workdir, args.sweep, zoo.get, step=_step(args), overrides=args.set or [])
         return
-    evaluate(args.workdir, zoo.get, overrides=args.set or [])
+    evaluate(args.workdir, zoo.get, step=_step(args), overrides=args.set or [])
+
+
+def _step(args: argparse.Namespace) -> int | None:
+    if args.step is not None and args.step < 0:
+        raise ConfigError(f"--step={args.step} must be a checkpoint step (>= 0)")
+    return args.step
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -174,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default runs/MODEL_DATA)")
     t.add_argument("--resume", action="store_true", help="continue the run in --workdir")
     t.add_argument("--overwrite", action="store_true", help="delete --workdir and start over")
+    t.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="several processes (jax.distributed): process 0's address, the same in "
+                        "every process; with --num-processes and --process-id")
+    t.add_argument("--num-processes", type=int, help="how many processes the run has")
+    t.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
+    t.add_argument("--distributed", action="store_true",
+                   help="join a jax.distributed run described by the cluster's environment "
+                        "(Slurm, TPU pods; JAX reads it)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="draw a sample grid from a trained run")
@@ -182,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="PNG path (default WORKDIR/samples/sample_seedS.png)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    s.add_argument("--step", type=int, help="the checkpoint step to use (default: the newest intact)")
     s.add_argument("--sampler", help="diffusion models: ddpm | ddim | em | rd | pc | ode "
                                      "(the model's list in `gmzoo list`)")
     s.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
@@ -202,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sweep", nargs="+", metavar="SAMPLER[:STEPS][,KEY=VALUE]",
                    help="diffusion models: FD/KID under each sampler setting instead of the full "
                         "report, e.g. --sweep ddpm ddim:10 ddim:50 pc:500 ode:100,ode_method=heun")
+    e.add_argument("--step", type=int, help="the checkpoint step to use (default: the newest intact)")
     e.set_defaults(func=cmd_evaluate)
 
     ls = sub.add_parser("list", help="models, data sets and samplers")
@@ -220,15 +300,23 @@ def main(argv: list[str] | None = None) -> None:
     else:
         args = build_parser().parse_args(argv)
     from gmzoo.data.tfds_source import DatasetUnavailableError
+    from gmzoo.train.checkpoint import CheckpointError
     from gmzoo.train.loop import NonFiniteError
+    from gmzoo.train.workdir import StorageError, io_cause
 
     try:
         args.func(args)
     except (ConfigError, DatasetUnavailableError) as e:
         print(f"gmzoo: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except NonFiniteError as e:
+    except (NonFiniteError, StorageError) as e:
         print(f"gmzoo: stopped: {e}", file=sys.stderr)
+        sys.exit(1)
+    except CheckpointError as e:
+        print(f"gmzoo: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:  # a full disk, a permission, ... outside a training: the cause, once
+        print(f"gmzoo: error: {io_cause(e) or e}", file=sys.stderr)
         sys.exit(1)
 
 

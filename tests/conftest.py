@@ -52,3 +52,32 @@ def no_compute(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("compute started before the input was validated")
     monkeypatch.setattr(loop, "init_state", boom)
+
+
+def _on_devices(argv: list[str], n: int, timeout: float, cwd):
+    """``python argv`` in a subprocess that sees ``n`` simulated CPU devices (they exist only if
+    ``XLA_FLAGS`` is set before jax is imported) and imports gmzoo from this checkout; a time-out
+    or a non-zero exit fails the test with the process's last output."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(cwd), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    try:
+        proc = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:  # subprocess.run has killed it
+        pytest.fail(f"{n}-device run timed out after {timeout}s:\n{(e.stderr or b'')[-3000:]!r}")
+    if proc.returncode != 0:
+        pytest.fail(f"{n}-device run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                    f"{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def on_devices():
+    """``on_devices(argv, n, timeout, cwd)``: see :func:`_on_devices`."""
+    return _on_devices

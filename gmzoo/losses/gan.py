@@ -115,9 +115,10 @@ def interpolate(real: ArrayLike, fake: ArrayLike, key: jax.Array) -> jax.Array:
 
 
 def _safe_norm(sq: jax.Array) -> jax.Array:
-    """sqrt(sq) whose gradient is 0 (not NaN) where sq == 0 (e.g. a constant critic)."""
+    """sqrt(sq) whose gradient is 0 (not NaN) where sq == 0 (e.g. a constant critic); a NaN
+    stays a NaN (``sq * 0``), so the step's finiteness guard sees it."""
     positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), sq * 0.0)
 
 
 def _input_grads(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:

@@ -174,10 +174,10 @@ def point_quality_report(run: Run, params: Any) -> dict:
 
 
 def evaluate(workdir: str, table: Table, *, overrides: list[str] | None = None,
-             verbose: bool = True) -> dict:
+             verbose: bool = True, step: int | None = None) -> dict:
     """Evaluates the latest checkpoint in ``workdir`` (EMA parameters) and writes
     ``<workdir>/eval/step_<N>.json``; ``table`` names the families (``gmzoo.zoo.get``)."""
-    run, state = load_run(workdir, table, overrides=overrides)
+    run, state = load_run(workdir, table, step=step, overrides=overrides)  # step: --step
     params = state.ema_params
     cfg = run.config
     step = int(jax.device_get(state.step))
@@ -254,11 +254,12 @@ def _write_new(out_dir: str, stem: str, payload: Any) -> str:
 
 
 def sampler_sweep(workdir: str, specs: list[str], table: Table, *,
-                  overrides: list[str] | None = None, verbose: bool = True) -> list[dict]:
+                  overrides: list[str] | None = None, verbose: bool = True,
+                  step: int | None = None) -> list[dict]:
     """FD / KID (and sampling time) of one checkpoint under several samplers: each spec is
     ``SAMPLER[:STEPS][,key=value...]`` (sample.* keys). Writes ``eval/sweep_step_<N>.json``."""
     settings = [parse_sweep_spec(s) for s in specs]
-    run, state = load_run(workdir, table, overrides=overrides)
+    run, state = load_run(workdir, table, step=step, overrides=overrides)  # step: --step
     for setting in settings:  # refuse a bad spec before any sampling
         setup(cfglib.override(run.config, setting), table)
     cfg = run.config

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import json
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -304,54 +303,27 @@ def sample_images(run: Run, params: Any, n: int, seed: int, *, mean: bool = True
     return np.asarray(jax.device_get(run.space.to_display(jnp.concatenate(parts)[:n])))
 
 
-# A run folder gmzoo wrote holds this marker; --overwrite and --resume act only on such folders,
-# and --overwrite deletes only the entries below (what gmzoo writes), never anything else.
-RUN_MARKER = "gmzoo-run.json"
-RUN_ENTRIES = (RUN_MARKER, "checkpoints", "config.json", "metrics.jsonl", "tensorboard", "samples",
-               "eval", "loss_curve.png", "feature_net", "metrics.superseded.jsonl")
+def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool, verbose: bool = True):
+    """Checks and prepares ``workdir`` (:func:`gmzoo.train.workdir.prepare`: the marker, the
+    lock, what --resume / --overwrite may touch); returns the locked
+    :class:`~gmzoo.train.workdir.Workdir` on process 0, ``None`` on the others."""
+    from gmzoo.train import workdir as folder
 
-
-def is_run(workdir: str) -> bool:
-    """Whether ``workdir`` is a run folder gmzoo wrote (it holds ``RUN_MARKER``)."""
-    return os.path.isfile(os.path.join(workdir, RUN_MARKER))
-
-
-def _prepare_workdir(workdir: str, *, resume: bool, overwrite: bool) -> None:
-    """Refuses what would lose a user's files, before any compute: ``--overwrite`` and
-    ``--resume`` act only on a folder holding gmzoo's marker, and ``--overwrite`` deletes only
-    the entries gmzoo writes (``RUN_ENTRIES``), leaving and naming anything else."""
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other; pick one")
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ConfigError(f"workdir {workdir} is a file, not a folder")
-    held = sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
-    if held and (resume or overwrite) and not is_run(workdir):
-        flag = "--resume" if resume else "--overwrite"
-        raise ConfigError(f"{flag} acts only on a run gmzoo wrote (it holds {RUN_MARKER}), and "
-                          f"{workdir} holds {', '.join(held[:6])}{' ...' if len(held) > 6 else ''} "
-                          "without it; pick another --workdir (a run of an older gmzoo: delete "
-                          "it by hand, or add the marker with `touch` if you are sure)")
-    if held and overwrite and jax.process_index() == 0:
-        kept = [n for n in held if n not in RUN_ENTRIES]
-        for name in held:
-            if name in RUN_ENTRIES and name != RUN_MARKER:
-                path = os.path.join(workdir, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        if kept:
-            print(f"--overwrite deleted gmzoo's files in {workdir} and left yours: {', '.join(kept)}")
-    elif held and not (resume or overwrite):
-        raise ConfigError(f"workdir {workdir} already holds files; pass --resume to continue "
-                          "the run there or --overwrite to delete it and start over")
-    if jax.process_count() > 1:
-        # Every process must look at the shared workdir (and process 0 empty it) before any
-        # process writes to it, or the others find process 0's files and refuse to start.
+    lead, many = jax.process_index() == 0, jax.process_count() > 1
+    if many:
+        # Every process checks the shared workdir before process 0 writes to it, and waits
+        # until it has (only process 0 locks, marks and deletes).
         from jax.experimental import multihost_utils
 
+        folder.prepare(workdir, resume=resume, overwrite=overwrite, act=False)
+        multihost_utils.sync_global_devices("gmzoo_check_workdir")
+    wd = None
+    if lead:
+        wd = folder.prepare(workdir, resume=resume, overwrite=overwrite,
+                            say=print if verbose else (lambda *a: None))
+    if many:
         multihost_utils.sync_global_devices("gmzoo_prepare_workdir")
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0 and not is_run(workdir):
-        with open(os.path.join(workdir, RUN_MARKER), "w") as f:
-            json.dump({"written_by": "gmzoo", "format": 1, "created": time.time()}, f)
+    return wd
 
 
 def experiment_from_dict(d: dict, table: Table) -> ExperimentConfig:
@@ -374,53 +346,51 @@ def _check_resumable(saved: dict, config: ExperimentConfig, table: Table) -> Non
                           f"{', '.join(RESUMABLE_CHANGES)}, eval.* and sample.* may change")
 
 
-def _truncate_log(path: str, step: int) -> None:
-    """Moves the metrics logged after ``step`` (the checkpoint a resumed run restarts from) to
-    ``metrics.superseded.jsonl`` beside ``path``: the rows of steps up to ``step`` stay, and
-    nothing logged is ever deleted."""
-    if os.path.exists(path):
-        rows = artifacts.read_metrics(path)
-        later = [r for r in rows if r["step"] > step]
-        if not later:
-            return
-        with open(os.path.join(os.path.dirname(path), "metrics.superseded.jsonl"), "a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in later)
-        with open(path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows if r["step"] <= step)
-
-
 def train(config: ExperimentConfig, workdir: str, table: Table, *, resume: bool = False,
           overwrite: bool = False, devices: list | None = None, verbose: bool = True) -> TrainState:
     """Trains ``config`` in ``workdir`` and returns the final (replicated) train state."""
     run = setup(config, table, devices=devices)
     workdir = os.path.abspath(workdir)
-    _prepare_workdir(workdir, resume=resume, overwrite=overwrite)
+    wd = _prepare_workdir(workdir, resume=resume, overwrite=overwrite, verbose=verbose)
     tcfg = config.train
     lead = jax.process_index() == 0
     say = print if (verbose and lead) else (lambda *a, **k: None)
 
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tcfg.keep_checkpoints)
+    from gmzoo.train import workdir as folder
+
+    ckpt_dir = os.path.join(workdir, "checkpoints")
     state = init_state(run)
     batches = BatchIterator(run.train_source, tcfg.batch_size, seed=tcfg.seed,
                             process_index=jax.process_index(),
                             process_count=jax.process_count())
     step = 0
-    if resume and ckpt.latest_step() is not None:
-        _check_resumable(ckpt.restore_config(), config, table)
-        state, data_state, _ = ckpt.restore(state)
-        batches.set_state(data_state)
-        step = int(jax.device_get(state.step))
-        if lead:
-            _truncate_log(os.path.join(workdir, "metrics.jsonl"), step)
-        say(f"resumed from step {step} in {ckpt.directory}")
-    elif resume:
-        say(f"--resume: {ckpt.directory} holds no finished checkpoint; starting at step 0")
-        if lead:
-            _truncate_log(os.path.join(workdir, "metrics.jsonl"), 0)
+    if resume:  # the newest intact checkpoint; every refusal comes before any write
+        try:
+            with Checkpointer(ckpt_dir, read_only=True) as reader:
+                got = reader.restore_newest(
+                    lambda saved: (_check_resumable(saved, config, table), state)[1],
+                    hint=" to resume from; start over with --overwrite")
+            if got.step > tcfg.steps:
+                raise ConfigError(f"train.steps={tcfg.steps} is below step {got.step} of the "
+                                  f"checkpoint in {ckpt_dir}; pass train.steps >= {got.step} "
+                                  "(sample or evaluate an earlier step with --step)")
+            state, step = got.state, got.step
+            batches.set_state(got.data_state)
+            if lead:
+                wd.resumed(step, [s for s, _ in got.damaged], say)
+        except BaseException:
+            if wd is not None:
+                wd.release()
+            raise
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("gmzoo_resumed")  # damaged steps set aside
+        say(f"resumed from step {step} in {ckpt_dir}")
+    ckpt = Checkpointer(ckpt_dir, keep=tcfg.keep_checkpoints)
     config_dict = cfglib.to_dict(config)
-    if lead:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(config_dict, f, indent=2, sort_keys=True)
+    if lead:  # gmzoo's own file in a marked run: the effective config of this session
+        folder.write_json(os.path.join(workdir, "config.json"), config_dict)
 
     _, step_fn = optimizer_and_step(run, with_model_state=bool(state.model_state))
     run_steps = parallel.compile_steps(scan_steps(step_fn), run.mesh)
@@ -491,40 +461,52 @@ def train(config: ExperimentConfig, workdir: str, table: Table, *, resume: bool 
                 ckpt.save(step, state, data_state=batches.get_state(), config=config_dict)
                 last_saved = step
         flush()
+        ckpt.close()  # waits for the last (asynchronous) save: its I/O errors surface here
+        log.close()
+        if lead:
+            curve = artifacts.save_loss_curve(os.path.join(workdir, "metrics.jsonl"),
+                                              os.path.join(workdir, "loss_curve.png"))
+            grids = sorted(os.listdir(samples_dir)) if os.path.isdir(samples_dir) else []
+            say(f"done: {step} steps of {config.model.name} on {config.data.name}\n"
+                f"  checkpoints  {ckpt.directory} (steps {ckpt.all_steps()})\n"
+                f"  metrics      {os.path.join(workdir, 'metrics.jsonl')} and {os.path.join(workdir, 'tensorboard')}\n"
+                f"  samples      {os.path.join(samples_dir, grids[-1]) if grids else '(none)'}\n"
+                f"  loss curve   {curve}\n"
+                f"  next         gmzoo evaluate --workdir {workdir}")
+    except Exception as e:  # a full disk or another I/O error: one line, the last checkpoint
+        ckpt.abort()  # the saves in flight end (or fail) before the checkpoints are listed
+        failure = folder.storage_error(e, ckpt_dir, step)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         bar.close()
-        ckpt.close()
-        log.close()
-
-    if lead:
-        curve = artifacts.save_loss_curve(os.path.join(workdir, "metrics.jsonl"),
-                                          os.path.join(workdir, "loss_curve.png"))
-        grids = sorted(os.listdir(samples_dir)) if os.path.isdir(samples_dir) else []
-        say(f"done: {step} steps of {config.model.name} on {config.data.name}\n"
-            f"  checkpoints  {ckpt.directory} (steps {ckpt.all_steps()})\n"
-            f"  metrics      {os.path.join(workdir, 'metrics.jsonl')} and {os.path.join(workdir, 'tensorboard')}\n"
-            f"  samples      {os.path.join(samples_dir, grids[-1]) if grids else '(none)'}\n"
-            f"  loss curve   {curve}\n"
-            f"  next         gmzoo evaluate --workdir {workdir}")
+        ckpt.abort()
+        folder.quietly(log.close)  # closed above unless something failed
+        if wd is not None:
+            wd.release()
     return state
 
 
 def load_run(workdir: str, table: Table, *, step: int | None = None,
              overrides: list[str] | None = None) -> tuple[Run, TrainState]:
-    """Rebuilds the run saved in ``workdir`` and restores its latest (or given) checkpoint."""
+    """Rebuilds the run saved in ``workdir`` and restores its newest intact (or given)
+    checkpoint, read-only: a training still writing there goes on undisturbed."""
+    from gmzoo.train import workdir as folder
+
     ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
     if not os.path.isdir(ckpt_dir):
         raise ConfigError(f"{workdir} holds no checkpoints; train first with "
                           f"`gmzoo train MODEL --workdir {workdir}`")
-    ckpt = Checkpointer(ckpt_dir, read_only=True)  # changes nothing in a running workdir
-    try:
-        if ckpt.latest_step() is None:
-            raise ConfigError(f"{ckpt_dir} holds no finished checkpoint")
-        config = experiment_from_dict(ckpt.restore_config(step), table)
-        if overrides:
-            config = cfglib.override(config, overrides)
-        run = setup(config, table)
-        state, _, _ = ckpt.restore(init_state(run), step)
-    finally:
-        ckpt.close()
-    return run, state
+    runs: dict[str, Run] = {}  # one Run per distinct saved config
+
+    def like(saved: dict) -> TrainState:
+        key = json.dumps(saved, sort_keys=True)
+        if key not in runs:
+            config = experiment_from_dict(saved, table)
+            runs[key] = setup(cfglib.override(config, overrides) if overrides else config, table)
+        return init_state(runs[key])
+
+    with Checkpointer(ckpt_dir, read_only=True) as ckpt:
+        got = ckpt.restore_newest(like, step=step, hint=folder.busy_hint(workdir))
+    return runs[json.dumps(got.config, sort_keys=True)], got.state

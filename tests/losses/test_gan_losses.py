@@ -288,3 +288,18 @@ def test_jit_agrees_with_eager(name):
     eager, jitted = fn(*args), jax.jit(fn)(*args)
     assert np.isfinite(float(eager))
     np.testing.assert_allclose(float(jitted), float(eager), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("one_sided", [False, True])
+def test_gradient_penalty_keeps_a_nan_a_nan(one_sided):
+    # Before: the safe norm mapped a NaN squared norm to 0, so GP of a NaN input was finite and
+    # the step's finiteness guard never saw it.
+    real = jnp.ones((2, 3))
+    fake = real.at[0, 0].set(jnp.nan)
+    gp = gan.gradient_penalty(lambda x: jnp.sum(x ** 2, axis=1), real, fake, jax.random.key(0),
+                              one_sided=one_sided)
+    assert jnp.isnan(gp)
+    # the zero-norm case keeps its zero gradient (a constant critic)
+    g = jax.grad(lambda r: gan.gradient_penalty(lambda x: jnp.zeros(x.shape[0]) + 0 * x.sum(1), r,
+                                                 real, jax.random.key(0)))(real)
+    assert np.all(np.isfinite(np.asarray(g)))

@@ -131,3 +131,31 @@ def test_divergence_exits_1_with_one_line(capsys, tmp_path):
     assert e.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("gmzoo: stopped: non-finite loss or gradient at step"), err
+
+
+def test_an_experiment_file_may_return_a_dict(refused, capsys, no_compute, tmp_path):
+    # Before: a get_config() returning a dict gave a cryptic traceback.
+    from gmzoo.cli import load_experiment
+
+    good, typo, bad = (tmp_path / n for n in ("good.py", "typo.py", "bad.py"))
+    good.write_text('def get_config():\n    return {"model": {"name": "vae", "latent_dim": 4},'
+                    ' "train": {"steps": 3}}\n')
+    typo.write_text('def get_config():\n    return {"model": {"name": "vae", "latnt_dim": 4}}\n')
+    bad.write_text("def get_config():\n    return [1]\n")
+    c = load_experiment(str(good))
+    assert (c.model.latent_dim, c.train.steps) == (4, 3)
+    assert c.train.batch_size == load_experiment("vae").train.batch_size  # the model's defaults
+    refused(["train", str(typo), "--workdir", str(tmp_path / "w")], "Did you mean 'model.latent_dim'")
+    refused(["train", str(bad), "--workdir", str(tmp_path / "w")], "returned a list, not an ExperimentConfig")
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--num-processes", "2"], "missing --coordinator, --process-id"),
+    (["--coordinator", "x", "--num-processes", "2", "--process-id", "0"], "must be HOST:PORT"),
+    (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id=2 must be in 0 .. 1"),
+    (["--distributed", "--process-id", "0"], "--distributed reads the cluster's environment"),
+])
+def test_several_process_flags_are_checked_before_joining(refused, no_compute, tmp_path, flags,
+                                                          fragment):
+    refused(["train", "vae", "--workdir", str(tmp_path / "w"), *flags], fragment)

@@ -11,20 +11,23 @@ point sets), fitted by EM (:mod:`gmzoo.families.gmm.em`) through the spine.
   (never trained: :data:`gmzoo.train.optim.FROZEN`); the mixture models z, and every density
   adds log |det dz/dx| = -1/2 sum log lambda, so it is a density of the data, not of z.
 - One training step is one EM iteration on the step's batch (default: the whole training split,
-  1,437 digits, 10,000 points): the ``train_step`` hook returns ``optax.identity()`` (EM needs
-  no optimizer) and a step whose ``loss`` is the negative mean log-likelihood of the batch
-  *before* the step; ``ema_params`` always equal ``params``. A step whose new parameters are not
+  1,437 digits, 10,000 points; for images with several noise draws, below): the ``train_step``
+  hook returns ``optax.identity()`` (EM needs no optimizer) and a step whose ``loss`` is the
+  negative mean log-likelihood of the batch *before* the step; ``ema_params`` always equal ``params``. A step whose new parameters are not
   finite (a failed Cholesky factorisation, only possible with ``model.reg_covar=0``) is dropped
   by :func:`gmzoo.train.step.guard` and stops the loop.
-- Dequantization noise: the spine prepares each step's batch with the step's key, so every EM
-  iteration sees a fresh draw u of the noise. EM's guarantee (the log-likelihood never
-  decreases) holds for a fixed data set, and the points are such a set (the logged loss never
-  rises); on digits each iteration instead maximises the expected complete-data log-likelihood
-  on a fresh Monte-Carlo sample of the dequantized data, which targets the dequantized
-  objective E_u log p(x + u) rather than one noise draw (a single fixed draw would let
-  components fit its particular noise), at the price of a loss curve that jitters by the noise
-  of one draw (about 0.1 nats per image here) once EM has converged. The held-out figures use
-  one fixed draw (the evaluator's key).
+- Dequantization noise: EM's guarantee (the log-likelihood never decreases) holds for a fixed
+  data set; the points are one (their logged loss never rises). Dequantized images are not: the
+  spine prepares every step's batch with the step's key, a fresh draw u of the noise. A single
+  fixed draw would make EM monotone, but the components then fit that draw's noise: on digits
+  (K = 10, full) EM on one fixed draw reached 83.3 nats/image on it and 68.0 on a new draw, and
+  2.87 test bits/dim. So a step sums the sufficient statistics of ``model.noise_draws`` (M)
+  fresh draws of the batch's noise: one EM iteration on M B dequantized examples, whose noise
+  overfit and step-to-step jitter shrink as M grows (test bits/dim with M = 1, 4, 16, 32: 2.77,
+  2.63, 2.59, 2.59; the largest drop of the loss between steps after step 10: 1.1, 0.16, 0.06,
+  0.03 nats). The objective is the dequantized E_u log p(x + u); the logged loss is its
+  Monte-Carlo estimate on the step's draws, so it may rise by that jitter. Points have no
+  noise: one draw. The held-out figures use one fixed draw (the evaluator's key).
 - ``gmzoo evaluate`` adds (``report``): log-likelihood, BIC and AIC on the training split
   (BIC = -2 log L + p ln N, AIC = -2 log L + 2 p, p = :func:`~gmzoo.families.gmm.em.num_parameters`;
   the whitening's constants are not counted), a grid of draws and a grid of the component means
@@ -67,6 +70,7 @@ class GMMConfig:
     whiten: bool = False  # fit the mixture to PCA-whitened data (whitening fitted at init)
     kmeans_steps: int = non_negative(10)  # Lloyd steps after the k-means++ seeding
     seeding_trials: int = non_negative(0)  # greedy k-means++ candidates; 0: 2 + log K
+    noise_draws: int = positive(8)  # dequantization draws of each image per EM step (images)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +85,7 @@ class GMM:
     whiten: bool
     kmeans_steps: int
     seeding_trials: int
+    noise_draws: int  # 1 for points
 
     @property
     def dim(self) -> int:
@@ -138,8 +143,9 @@ def _check(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
 
 
 def _build(m: GMMConfig, image_shape, num_levels) -> GMM:
-    return GMM(tuple(int(s) for s in image_shape), m.num_components, m.covariance_type,
-               m.reg_covar, m.whiten, m.kmeans_steps, m.seeding_trials)
+    shape = tuple(int(s) for s in image_shape)
+    return GMM(shape, m.num_components, m.covariance_type, m.reg_covar, m.whiten, m.kmeans_steps,
+               m.seeding_trials, noise_draws=1 if len(shape) == 1 else m.noise_draws)
 
 
 def _init(gmm: GMM, key: jax.Array, batch: dict) -> dict:
@@ -164,10 +170,22 @@ def _train_step(config: ExperimentConfig, gmm: GMM, *, prepare, compute_dtype,
     """``(optax.identity(), step_fn)``: one EM iteration per step (see the module docstring)."""
     del compute_dtype, with_model_state  # float32 only (checked); no model state
 
+    def statistics(params, batch, key):
+        """E-step on one draw of the batch's dequantization noise."""
+        x, log_det = _to_model(gmm, params, prepare(batch, key)["image"])
+        return em.sufficient_statistics(params["mixture"], x, gmm.covariance_type), log_det
+
     def step_fn(state, batch, key):
-        batch = prepare(batch, key)
-        x, log_det = _to_model(gmm, state.params, batch["image"])
-        mixture, ll = em.em_step(state.params["mixture"], x, gmm.covariance_type, gmm.reg_covar)
+        stats, log_det = statistics(state.params, batch, jax.random.fold_in(key, 0))
+
+        def add_draw(total, j):  # one draw at a time: the memory of one E-step
+            return em.add_statistics(total, statistics(state.params, batch,
+                                                       jax.random.fold_in(key, j))[0]), None
+
+        if gmm.noise_draws > 1:
+            stats, _ = jax.lax.scan(add_draw, stats, jnp.arange(1, gmm.noise_draws))
+        mixture = em.m_step(stats, gmm.covariance_type, gmm.reg_covar)
+        ll = stats.log_likelihood / (gmm.noise_draws * batch["image"].shape[0])
         finite = all_finite(mixture) & jnp.isfinite(ll)
         params = {**state.params, "mixture": mixture}
         state = guard(finite, lambda s: s.replace(params=params, ema_params=params), state)
@@ -264,7 +282,8 @@ def _recipe(name: str, description: str, model: GMMConfig, data: DataConfig,
                   default=_experiment(model, data, batch_size), build=_build, check=_check,
                   init=_init, init_batch=0, loss=_loss, sampler=_sampler,
                   likelihoods=_likelihoods, train_step=_train_step, report=_report,
-                  data_kinds=("images", "points"))
+                  data_kinds=("images", "points"),
+                  tiny=("model.num_components=3", "model.noise_draws=2", "model.kmeans_steps=2"))
 
 
 RECIPES: tuple[Recipe, ...] = (
@@ -273,6 +292,3 @@ RECIPES: tuple[Recipe, ...] = (
     _recipe("gmm_toy", "Gaussian mixture by EM (K = 8, full covariances) on 2-D point sets (ring8)",
             GMMConfig(name="gmm_toy", num_components=8), DataConfig(name="ring8"), 10_000),
 )
-
-# Tiny variants (tests, smoke runs): the contract test over the model table trains each row so.
-RECIPES = tuple(dataclasses.replace(r, tiny=("model.num_components=3",)) for r in RECIPES)

@@ -19,6 +19,7 @@ from gmzoo.recipes import image2image
 from gmzoo.recipes import vae_gan
 from gmzoo.families.rbm import family as rbm_family
 from gmzoo.families.gmm import family as gmm_family
+from gmzoo.families.ebm import family as ebm_family
 from gmzoo.recipes.base import Recipe
 from gmzoo.train import evaluate as evaluation
 from gmzoo.train import loop
@@ -31,7 +32,8 @@ MODELS: dict[str, Recipe] = {r.name: r for r in (*vae.RECIPES, *diffusion.RECIPE
                                                  *score.RECIPES, *latent.RECIPES,
                                                  *gan.RECIPES, *cyclegan.RECIPES,
                                                  *image2image.RECIPES, *vae_gan.RECIPES,
-                                                 *rbm_family.RECIPES, *gmm_family.RECIPES)}
+                                                 *rbm_family.RECIPES, *gmm_family.RECIPES,
+                                                 *ebm_family.RECIPES)}
 
 
 def models() -> dict[str, Recipe]:

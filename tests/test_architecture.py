@@ -10,7 +10,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "gmzoo"
 # The spine and the shared libraries under it.
-SPINE = ("train", "data", "metrics", "nn", "losses", "diffusion")
+SPINE = ("train", "data", "metrics", "nn", "losses", "diffusion", "samplers")
 # What only the edge and the families may import: the families' glue and the table. The
 # Recipe interface itself (recipes/base.py) is the spine's contract with them.
 FAMILY_OR_EDGE = ("gmzoo.recipes", "gmzoo.families", "gmzoo.zoo", "gmzoo.cli")

@@ -1,14 +1,19 @@
 """Samplers for the reverse SDE and the probability flow ODE (Song et al. 2021, Section 4 and
 Appendix G), each one `jax.lax.scan` over a time grid.
 
-Every sampler takes an SDE from :mod:`gmzoo.diffusion.sde`, a `score_fn(x [B, ...], t [B]) ->
-[B, ...]`, the starting point `x_T` (e.g. `sde.prior_sample(key, shape)`) and a decreasing grid
-`ts [N + 1]` from `sde.T` down to a small eps (:func:`time_grid`). Step i goes from `ts[i]` to
-`ts[i + 1]` with `dt_i = ts[i] - ts[i + 1] > 0`; its key is `split(key, N)[i]`, a scan input.
-The stochastic samplers return the noise-free mean of their last step ("denoising", as in
-score_sde). With `return_trajectory=True` they also return the states after every step,
-`[N, B, ...]`. Nothing here is jitted: jit the caller (the SDE is a static pytree, so it may be
-an ordinary argument).
+Every sampler has the zoo's one signature (see :mod:`gmzoo.samplers`),
+
+    sampler(score_fn, key, x_T, sde, ts, *, settings) -> x_0 [B, ...]
+
+the model function `score_fn(x [B, ...], t [B]) -> [B, ...]`, a key, the starting point `x_T`
+(e.g. `sde.prior_sample(key, shape)`), then the process, an SDE from :mod:`gmzoo.diffusion.sde`,
+and a decreasing grid `ts [N + 1]` from `sde.T` down to a small eps (:func:`time_grid`), then
+keyword-only settings. Step i goes from `ts[i]` to `ts[i + 1]` with `dt_i = ts[i] - ts[i + 1] > 0`;
+its key is `split(key, N)[i]`, a scan input. :func:`ode_sample` is deterministic: it takes the key
+only to share the signature, ignores it and accepts None. The stochastic samplers return the
+noise-free mean of their last step ("denoising", as in score_sde). With `return_trajectory=True`
+they also return the states after every step, `[N, B, ...]`. Nothing here is jitted: jit the
+caller (the SDE is a static pytree, so it may be an ordinary argument).
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ _PREDICTOR_STEPS = {"reverse_diffusion": reverse_diffusion_step,
                     "euler_maruyama": euler_maruyama_step}
 
 
-def euler_maruyama(sde: SDE, score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, ts: jax.Array, *,
+def euler_maruyama(score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, sde: SDE, ts: jax.Array, *,
                    return_trajectory: bool = False):
     """Euler-Maruyama on the reverse SDE (eq. 6) over `ts`; returns x_0 `[B, ...]`."""
 
@@ -108,7 +113,7 @@ def euler_maruyama(sde: SDE, score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, 
     return _scan_sampler(step, x_T, _steps(ts, key), return_trajectory)
 
 
-def reverse_diffusion(sde: SDE, score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, ts: jax.Array,
+def reverse_diffusion(score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, sde: SDE, ts: jax.Array,
                       *, return_trajectory: bool = False):
     """Reverse-diffusion sampler (Song et al. 2021, Appendix E): ancestral-like steps with the
     SDE's discretisation (DDPM's for VP, NCSN's for VE); returns x_0 `[B, ...]`."""
@@ -149,7 +154,7 @@ def _langevin_alpha(sde: SDE, t: jax.Array, dt: jax.Array) -> jax.Array:
     return jnp.ones_like(t)
 
 
-def pc_sampler(sde: SDE, score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, ts: jax.Array, *,
+def pc_sampler(score_fn: ScoreFn, key: jax.Array, x_T: jax.Array, sde: SDE, ts: jax.Array, *,
                predictor: str = "reverse_diffusion", corrector_steps: int = 1, snr: float = 0.16,
                return_trajectory: bool = False):
     """Predictor-corrector sampler (Algorithm 1 of Song et al. 2021): at each t_i,
@@ -211,10 +216,12 @@ def odeint(f: Callable, x0, ts: jax.Array, method: str = "rk4", *, return_trajec
     return (x, traj) if return_trajectory else x
 
 
-def ode_sample(sde: SDE, score_fn: ScoreFn, x_T: jax.Array, ts: jax.Array, *, method: str = "rk4",
-               return_trajectory: bool = False):
+def ode_sample(score_fn: ScoreFn, key: jax.Array | None, x_T: jax.Array, sde: SDE, ts: jax.Array,
+               *, method: str = "rk4", return_trajectory: bool = False):
     """Integrate the probability flow ODE dx/dt = f - 1/2 g^2 score (eq. 13) along `ts` (from T
-    down to eps) with `odeint`; returns x_0 `[B, ...]`. Deterministic: no key."""
+    down to eps) with `odeint`; returns x_0 `[B, ...]`. Deterministic: `key` is there only for
+    the shared signature and is ignored (pass None or any key; the output does not change)."""
+    del key  # deterministic
     flow = sde.reverse(score_fn, probability_flow=True)
     return odeint(lambda x, t: flow.sde(x, t)[0], x_T, ts, method,
                   return_trajectory=return_trajectory)

@@ -300,13 +300,13 @@ def run_sde_sampler(sde, score_fn: Callable, s: DiffusionSampleConfig, key: jax.
     name = s.sampler
     ts = solvers.time_grid(sde, s.steps or DEFAULT_STEPS[name], eps)
     if name == "em":
-        return solvers.euler_maruyama(sde, score_fn, key, x_T, ts)
+        return solvers.euler_maruyama(score_fn, key, x_T, sde, ts)
     if name == "rd":
-        return solvers.reverse_diffusion(sde, score_fn, key, x_T, ts)
+        return solvers.reverse_diffusion(score_fn, key, x_T, sde, ts)
     if name == "pc":
-        return solvers.pc_sampler(sde, score_fn, key, x_T, ts, corrector_steps=s.corrector_steps,
+        return solvers.pc_sampler(score_fn, key, x_T, sde, ts, corrector_steps=s.corrector_steps,
                                   snr=s.snr)
-    return solvers.ode_sample(sde, score_fn, x_T, ts, method=s.ode_method)
+    return solvers.ode_sample(score_fn, key, x_T, sde, ts, method=s.ode_method)
 
 
 # --- ddpm / ddpm_cond ------------------------------------------------------------------------

@@ -64,12 +64,12 @@ def _samples(sde, kind, key, mu, cov):
     x_T = sde.prior_sample(key_prior, (N, 3))
     score_fn = gaussian_score(sde, mu, cov)
     if kind == "ode":
-        return x_T, {m: solvers.ode_sample(sde, score_fn, x_T, solvers.time_grid(sde, n, EPS),
+        return x_T, {m: solvers.ode_sample(score_fn, None, x_T, sde, solvers.time_grid(sde, n, EPS),
                                            method=m)
                      for m, (n, _) in ODE_METHODS.items()}
     run = {"euler_maruyama": solvers.euler_maruyama, "reverse_diffusion": solvers.reverse_diffusion,
            "pc": solvers.pc_sampler}
-    return x_T, {name: run[name](sde, score_fn, key_sampler, x_T, solvers.time_grid(sde, n, EPS))
+    return x_T, {name: run[name](score_fn, key_sampler, x_T, sde, solvers.time_grid(sde, n, EPS))
                  for name, n in SDE_SAMPLERS.items()}
 
 
@@ -134,7 +134,7 @@ def test_ode_solver_convergence_order(method, order, steps):
         errors = []
         for n in steps:
             ts = jnp.asarray(np.linspace(sde.T, EPS, n + 1))
-            x = solvers.ode_sample(sde, score_fn, jnp.asarray(x_T), ts, method=method)
+            x = solvers.ode_sample(score_fn, None, jnp.asarray(x_T), sde, ts, method=method)
             assert x.dtype == jnp.float64
             errors.append(np.abs(np.asarray(x) - ref).max())
     slope = np.polyfit(np.log(1.0 / np.array(steps)), np.log(errors), 1)[0]
@@ -186,9 +186,9 @@ def test_last_step_returns_the_noise_free_mean():
 
     @jax.jit
     def one_step(key):
-        pc = functools.partial(solvers.pc_sampler, sde, score_fn, key, x_T, ts, corrector_steps=0)
-        return (solvers.euler_maruyama(sde, score_fn, key, x_T, ts),
-                solvers.reverse_diffusion(sde, score_fn, key, x_T, ts),
+        pc = functools.partial(solvers.pc_sampler, score_fn, key, x_T, sde, ts, corrector_steps=0)
+        return (solvers.euler_maruyama(score_fn, key, x_T, sde, ts),
+                solvers.reverse_diffusion(score_fn, key, x_T, sde, ts),
                 pc(predictor="euler_maruyama"), pc(predictor="reverse_diffusion"))
 
     for key in (jax.random.key(1), jax.random.key(2)):
@@ -201,8 +201,8 @@ def test_jit_matches_no_jit_same_key_same_samples_and_trajectory():
     score_fn = lambda x, t: -jnp.tanh(x) / (t[:, None] + 0.1)  # any nonlinear score will do
     x_T = sde.prior_sample(jax.random.key(0), (4, 3))
     ts = solvers.time_grid(sde, 3)
-    run = lambda k: (solvers.pc_sampler(sde, score_fn, k, x_T, ts, return_trajectory=True),
-                     solvers.euler_maruyama(sde, score_fn, k, x_T, ts))
+    run = lambda k: (solvers.pc_sampler(score_fn, k, x_T, sde, ts, return_trajectory=True),
+                     solvers.euler_maruyama(score_fn, k, x_T, sde, ts))
     fast = jax.jit(run)
     (x, traj), x_em = fast(jax.random.key(5))
     with jax.disable_jit():
@@ -215,8 +215,9 @@ def test_jit_matches_no_jit_same_key_same_samples_and_trajectory():
     # The trajectory holds the states after each step (noisy); the result is the last step's mean.
     assert traj.shape == (3, 4, 3) and np.all(np.isfinite(traj))
     assert np.abs(np.asarray(x - traj[-1])).max() > 1e-3
-    ode = jax.jit(lambda x: solvers.ode_sample(sde, score_fn, x, ts, method="heun"))
-    np.testing.assert_array_equal(ode(x_T), ode(x_T))
+    ode = jax.jit(lambda k, x: solvers.ode_sample(score_fn, k, x, sde, ts, method="heun"))
+    np.testing.assert_array_equal(ode(None, x_T), ode(None, x_T))
+    np.testing.assert_array_equal(ode(jax.random.key(5), x_T), ode(None, x_T))  # key ignored
 
 
 def test_time_grid_and_input_validation():
@@ -230,9 +231,9 @@ def test_time_grid_and_input_validation():
         solvers.time_grid(VPSDE(), 4, spacing="log")
     x = jnp.zeros((2, 3))
     with pytest.raises(ValueError, match="choose one of reverse_diffusion, euler_maruyama"):
-        solvers.pc_sampler(VPSDE(), lambda x, t: x, jax.random.key(0), x, ts, predictor="ddim")
+        solvers.pc_sampler(lambda x, t: x, jax.random.key(0), x, VPSDE(), ts, predictor="ddim")
     with pytest.raises(ValueError, match="choose one of euler, heun, rk4"):
-        solvers.ode_sample(VPSDE(), lambda x, t: x, x, ts, method="rk45")
+        solvers.ode_sample(lambda x, t: x, None, x, VPSDE(), ts, method="rk45")
 
 
 @pytest.mark.parametrize("name", ["vp", "subvp", "ve"])

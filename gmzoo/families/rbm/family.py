@@ -110,7 +110,7 @@ def _sampler(m: RBMConfig, module: rbm.RBM, *, mean: bool = True, sampling: RBMS
         start_key, chain_key = jax.random.split(key)
         logits = params["b"] if sampling.start == "bias" else jnp.zeros_like(params["b"])
         v0 = rbm.sample_bernoulli(start_key, jnp.broadcast_to(logits, (n, module.num_visible)))
-        v, prob = rbm.gibbs_sample(params, chain_key, v0, sampling.gibbs_steps)
+        v, prob = rbm.gibbs_sample(params, chain_key, v0, num_steps=sampling.gibbs_steps)
         return (prob if mean else v).reshape(n, *module.image_shape)
 
     return sample

@@ -138,9 +138,11 @@ def gibbs_chain(params: Params, v: jax.Array, keys: jax.Array) -> tuple[jax.Arra
     return v, prob
 
 
-def gibbs_sample(params: Params, key: jax.Array, v0: jax.Array, num_steps: int
+def gibbs_sample(params: Params, key: jax.Array, v0: jax.Array, *, num_steps: int
                  ) -> tuple[jax.Array, jax.Array]:
-    """:func:`gibbs_chain` with ``num_steps`` keys split from ``key``."""
+    """:func:`gibbs_chain` with ``num_steps`` keys split from ``key``: the zoo's sampler
+    signature (model, key, start, *, settings; see :mod:`gmzoo.samplers`) with the RBM's
+    ``params`` as the model. Returns ``(v [B, V], p(v = 1 | h) [B, V])``."""
     return gibbs_chain(params, v0, jax.random.split(key, num_steps))
 
 
@@ -175,7 +177,7 @@ def cd_loss(params: Params, batch: dict, key: jax.Array, *, k: int = 1
     ``batch["image"]`` ``[B, ...]`` binary -> ``(free-energy gap, metrics)``.
     """
     v_data = _like(flatten(batch["image"]), params)
-    v_model, _ = gibbs_sample(params, key, v_data, k)
+    v_model, _ = gibbs_sample(params, key, v_data, num_steps=k)
     return free_energy_gap(params, v_data, v_model)
 
 
@@ -191,7 +193,7 @@ def pcd_loss(params: Params, batch: dict, key: jax.Array, *, k: int = 1,
         return cd_loss(params, batch, key, k=k)
     v_data = _like(flatten(batch["image"]), params)
     chains = model_state["chains"]["v"]  # [M, V]
-    v_model, _ = gibbs_sample(params, key, chains, k)
+    v_model, _ = gibbs_sample(params, key, chains, num_steps=k)
     loss, metrics = free_energy_gap(params, v_data, v_model)
     new_state = {**model_state, "chains": {"v": jax.lax.stop_gradient(v_model).astype(chains.dtype)}}
     return loss, (metrics, new_state)

@@ -97,7 +97,8 @@ def test_gibbs_chain_samples_the_model(params):
     chain with one key reused at every step does not sample p(v)."""
     v0 = jax.random.bernoulli(jax.random.key(1), 0.5, (8000, V)).astype(jnp.float32)
     exact = exact_visible_probs(params)
-    v, _ = jax.jit(rbm.gibbs_sample, static_argnums=3)(params, jax.random.key(2), v0, 100)
+    v, _ = jax.jit(rbm.gibbs_sample, static_argnames="num_steps")(params, jax.random.key(2), v0,
+                                                                    num_steps=100)
     assert 0.5 * float(jnp.abs(histogram(v) - exact).sum()) < 0.03
     reused, _ = rbm.gibbs_chain(params, v0, jnp.stack([jax.random.key(2)] * 100))
     assert 0.5 * float(jnp.abs(histogram(reused) - exact).sum()) > 0.1
@@ -105,9 +106,9 @@ def test_gibbs_chain_samples_the_model(params):
 
 def test_gibbs_jit_and_no_jit_agree(params):
     v0 = DATA
-    a = jax.jit(rbm.gibbs_sample, static_argnums=3)(params, jax.random.key(3), v0, 5)
+    a = jax.jit(rbm.gibbs_sample, static_argnames="num_steps")(params, jax.random.key(3), v0, num_steps=5)
     with jax.disable_jit():
-        b = rbm.gibbs_sample(params, jax.random.key(3), v0, 5)
+        b = rbm.gibbs_sample(params, jax.random.key(3), v0, num_steps=5)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     assert set(np.unique(np.asarray(a[0]))) <= {0.0, 1.0}

@@ -1,9 +1,38 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder, and one compilation cache for the whole run."""
+
+import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+# Most of the suite's time is XLA compiling the same tiny programs again: a resumed run rebuilds
+# its train step, many tests train the same tiny config, and a new closure misses jit's
+# in-memory cache even when its program is identical. One persistent cache per test run (shared
+# by the xdist workers and the subprocesses they start, removed at the end; never reused across
+# runs, so a run costs what it costs on a fresh machine) serves those from disk. A user's own
+# JAX_COMPILATION_CACHE_DIR is used as it is and left in place.
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and not os.environ.get(_CACHE_ENV):
+        config._gmzoo_jax_cache = tempfile.mkdtemp(prefix="gmzoo-test-jax-cache-")
+        os.environ[_CACHE_ENV] = config._gmzoo_jax_cache  # xdist workers inherit it
+    if os.environ.get(_CACHE_ENV):
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_gmzoo_jax_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _numpy_init(model, *init_args, scale: float = 1.0, seed: int = 0):

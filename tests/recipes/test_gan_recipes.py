@@ -29,10 +29,6 @@ def tiny(name, extra=()):
     return cfglib.override(zoo.get(name).default(), TINY + list(extra))
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """name -> (workdir, initial state, state after a 2-step run), trained once per module."""
@@ -88,9 +84,10 @@ def test_checkpoint_samples_and_heldout_metrics(name, trained):
     assert {"d_loss", "g_loss", "loss", "d_grad_norm", "g_grad_norm"} <= set(rows[-1])
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_evaluate_reports_fd_and_kid(name, trained):
-    report = evaluate(trained(name)[0], verbose=False)
+# The evaluator's code is one for every adversarial row (cgan's labelled sampling is checked
+# below, wgan_gp's held-out penalty above): one row runs it whole.
+def test_evaluate_reports_fd_and_kid(trained):
+    report = evaluate(trained("dcgan")[0], verbose=False)
     quality = report["sample_quality"]
     assert np.isfinite(quality["FD-digits (samples vs train)"])
     assert np.isfinite(quality["KID-digits (samples vs train)"])

@@ -129,8 +129,10 @@ def passes_floor(r, min_share):
 # log(8/6) = 0.29; one that spreads its mass along the ring has a low share (uniform on the
 # circle: 8 * 2 arcsin(3 std / 4) / pi = 0.19 at std 0.05); the untrained generator fails too
 # (checked below).
+# The non-saturating GAN's coverage (3,000 steps, floor 0.75 here) is checked through the spine
+# on the same ring by tests/recipes/test_gan_toy.py (gan_toy's default is that GAN), so only
+# the critic's loss is trained here.
 @pytest.mark.parametrize("loss, steps, min_share", [
-    ("non_saturating", 3000, 0.75),
     ("wgan_gp_one_sided", 1000, 0.55),
 ])
 def test_gan_covers_the_ring_of_8_gaussians(loss, steps, min_share):

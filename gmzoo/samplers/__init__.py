@@ -28,8 +28,8 @@ caller jits):
 | `ode_sample`              | x_0, probability flow ODE       | `score_fn(x, t)` | `sde, ts`     | `gmzoo.diffusion.solvers`     | Song et al. 2021, eq. 13        |
 | `sample_vae`              | x = decode(z), z ~ N(0, I)      | `params`         | -             | `gmzoo.samplers.vae`          | Kingma & Welling 2014           |
 | `sample_hierarchical_vae` | x, z_L ~ N(0, I) then ancestral | `params`         | -             | `gmzoo.samplers.vae`          | Markovian HVAE (Luo 2022)       |
-| `ula`                     | exp(-E)                         | `energy_fn(x)`   | -             | `gmzoo.families.ebm.langevin` | Roberts & Tweedie 1996, eq. (1) |
-| `tempered_langevin`       | exp(-E / T), T = s^2 / (2 a)    | `energy_fn(x)`   | -             | `gmzoo.families.ebm.langevin` | Du & Mordatch 2019, eq. (2)     |
+| `ula`                     | exp(-E)                         | `energy_fn(x)`   | -             | `gmzoo.samplers.langevin`     | Roberts & Tweedie 1996, eq. (1) |
+| `tempered_langevin`       | exp(-E / T), T = s^2 / (2 a)    | `energy_fn(x)`   | -             | `gmzoo.samplers.langevin`     | Du & Mordatch 2019, eq. (2)     |
 | `gibbs_sample`            | p(v) of a binary RBM            | `params`         | -             | `gmzoo.families.rbm.rbm`      | Hinton 2002 (block Gibbs)       |
 
 Their settings (keyword-only): ``ddpm_ancestral`` clip, variance; ``ddim`` num_steps, eta, clip;
@@ -39,14 +39,15 @@ num_steps, grad_clip, bounds (``tempered_langevin`` also noise_scale); ``gibbs_s
 num_steps. The diffusion samplers also take ``return_trajectory``. Equation numbers in the last
 column are the paper's, except "eq. (1)" / "eq. (2)", which are the module docstring's.
 
-The library samplers are re-exported here (``from gmzoo.samplers import ddim``). The last three
-rows are family-specific and stay with their family: import them from the module named in the
-table (this package is a library and imports no family).
+The library samplers are re-exported here (``from gmzoo.samplers import ddim``). The last row
+is the RBM's own and stays with its family: import it from the module named in the table (this
+package is a library and imports no family).
 """
 
 from gmzoo.diffusion.samplers import ddim, ddpm_ancestral
 from gmzoo.diffusion.solvers import (euler_maruyama, ode_sample, pc_sampler, reverse_diffusion,
                                      time_grid)
+from gmzoo.samplers.langevin import tempered_langevin, ula
 from gmzoo.samplers.vae import sample_hierarchical_vae, sample_vae
 
 __all__ = [
@@ -59,4 +60,6 @@ __all__ = [
     "time_grid",
     "sample_vae",
     "sample_hierarchical_vae",
+    "ula",
+    "tempered_langevin",
 ]

@@ -8,7 +8,7 @@ steps that use it). Each training step
    sample, except a share ``reinit`` of the starts (each independently with probability
    ``reinit``; IGEBM: 5%) drawn afresh from the noise the buffer was filled with, so the
    buffer keeps receiving chains that begin far from the model's modes;
-2. runs the chains (:mod:`gmzoo.families.ebm.langevin`), then
+2. runs the chains (:mod:`gmzoo.samplers.langevin`), then
 3. :func:`write` puts the B chain ends back into the slots they came from (a reinitialised
    chain replaces the sample whose slot it took: the buffer drops a uniformly random sample for
    each new one, where IGEBM drops the oldest).

@@ -3,7 +3,7 @@ ebm_toy`` (the 2-D toy sets).
 
 An energy network E_theta (:mod:`gmzoo.families.ebm.networks`) defines p(x) ~ exp(-E(x)); it
 is trained by contrastive divergence (:mod:`gmzoo.families.ebm.loss`) with Langevin negatives
-(:mod:`gmzoo.families.ebm.langevin`) started from a replay buffer
+(:mod:`gmzoo.samplers.langevin`) started from a replay buffer
 (:mod:`gmzoo.families.ebm.buffer`), a share ``model.reinit`` of them from uniform noise on
 ``model.noise_range``, through the spine's ``make_train_step``. The buffer is the train state's
 model state, so it is checkpointed and resumed to the bit:
@@ -45,7 +45,8 @@ from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig,
                           SampleConfig, TrainConfig, at_least, choice, non_negative, positive)
 from gmzoo.data.pipeline import ordered_batches
 from gmzoo.families.ebm import buffer as replay
-from gmzoo.families.ebm import langevin, networks
+from gmzoo.families.ebm import networks
+from gmzoo.samplers import langevin
 from gmzoo.families.ebm.loss import contrastive_divergence
 from gmzoo.nn.tree import cast_inputs
 from gmzoo.recipes.base import Recipe
@@ -345,6 +346,12 @@ def _mixture_nll(x: np.ndarray, centres: np.ndarray, std: float) -> float:
     return -float(np.mean(log_p))
 
 
+def shown_points(points: np.ndarray, limit: int = 2000) -> np.ndarray:
+    """At most ``limit`` of ``points [N, 2]``, evenly strided through the stored order: a set
+    stored by component (``moons``: the upper moon first) shows all of it, not its first part."""
+    return points[::max(1, -(-len(points) // limit))]
+
+
 def save_energy_contours(path: str, energy_fn, data: np.ndarray, samples: np.ndarray,
                          lo: np.ndarray, hi: np.ndarray, *, title: str = "") -> str:
     """Two panels over the box [lo, hi]: filled contours of E(x) with the training points, and
@@ -361,7 +368,8 @@ def save_energy_contours(path: str, energy_fn, data: np.ndarray, samples: np.nda
     levels = np.linspace(np.percentile(e, 0.5), np.percentile(e, 99.5), 25)
     cs = axes[0].contourf(gx, gy, np.clip(e, levels[0], levels[-1]), levels=levels, cmap="viridis")
     axes[0].contour(gx, gy, e, levels=levels[::3], colors="white", linewidths=0.4)
-    axes[0].scatter(data[:2000, 0], data[:2000, 1], s=1, c="red", alpha=0.4)
+    shown = shown_points(data)
+    axes[0].scatter(shown[:, 0], shown[:, 1], s=1, c="red", alpha=0.4)
     fig.colorbar(cs, ax=axes[0], label="E(x)")
     axes[0].set_title("energy E(x), training points (red)")
     log_density = np.maximum(e.min() - e, -LOG_DENSITY_RANGE)  # log exp(-E) up to log Z

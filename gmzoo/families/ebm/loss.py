@@ -50,7 +50,7 @@ def contrastive_divergence(params: Any, batch: dict, key: jax.Array, *, apply_fn
                            chain: ChainFn, alpha: float, reinit: float,
                            noise_range: tuple[float, float], model_state: dict | None = None):
     """The CD objective above on ``batch["image"] [B, ...]`` (x+), with B negatives from
-    ``chain(energy_fn, key, x0)`` (a Langevin sampler of :mod:`gmzoo.families.ebm.langevin`
+    ``chain(energy_fn, key, x0)`` (a Langevin sampler of :mod:`gmzoo.samplers.langevin`
     with its settings bound).
 
     With ``model_state = {"buffer": {"x": [N, ...]}}`` the starts are B buffer samples, a share

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from gmzoo.families.ebm import buffer as replay
-from gmzoo.families.ebm import langevin
+from gmzoo.samplers import langevin
 from gmzoo.families.ebm.loss import cd_objective, contrastive_divergence
 from gmzoo.train.state import TrainState
 from gmzoo.train.step import make_train_step

@@ -13,7 +13,8 @@ from PIL import Image
 
 from gmzoo import config as cfglib
 from gmzoo import zoo
-from gmzoo.families.ebm import family, langevin
+from gmzoo.families.ebm import family
+from gmzoo.samplers import langevin
 from gmzoo.train.loop import heldout_metrics, init_state, sample_images
 
 QUIET = ["train.progress_bar=false", "train.eval_every=0", "train.sample_every=0"]
@@ -183,3 +184,24 @@ def test_toy_extents_cover_the_toy_sets():
     for name, extent in family.TOY_EXTENT.items():
         reach = np.abs(registry.load(name, "train").points).max()
         assert extent - 0.3 < reach <= extent, (name, reach)
+
+
+def test_contour_plot_shows_every_part_of_a_set_stored_by_component(tmp_path, monkeypatch):
+    """moons stores its upper moon first: the training points drawn on the energy panel must
+    include the lower moon too (the first 2,000 of 10,000 were all upper moon)."""
+    import matplotlib.axes
+    from gmzoo.data import registry
+    src = registry.load("moons", "train")
+    drawn = []
+    scatter = matplotlib.axes.Axes.scatter
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter",
+                        lambda self, x, y, *a, **k: drawn.append(np.stack([x, y], -1))
+                        or scatter(self, x, y, *a, **k))
+    family.save_energy_contours(str(tmp_path / "e.png"), lambda x: np.sum(x ** 2, -1),
+                                src.points, src.points[:10], np.array([-3.0, -3.0]),
+                                np.array([3.0, 3.0]))
+    shown = drawn[0]  # the training points, red, on the energy panel
+    lower = {tuple(p) for p in src.points[src.labels == 1]}
+    share = np.mean([tuple(p) in lower for p in shown])
+    assert len(shown) <= 2000 and 0.4 < share < 0.6, (len(shown), share)
+    assert len(family.shown_points(src.points[:10])) == 10

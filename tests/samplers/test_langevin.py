@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gmzoo.families.ebm import langevin
+from gmzoo.samplers import langevin
 
 # Eigenvalues ~0.048 and ~0.092: stable for the IGEBM step a = 10 (a lambda_max < 2).
 A = np.array([[0.08, 0.02], [0.02, 0.06]])

@@ -45,3 +45,15 @@ def energy_distance(x: ArrayLike, y: ArrayLike) -> float:
         return float("inf")
     return (2.0 * _mean_distance(x, y, same=False) - _mean_distance(x, x, same=True)
             - _mean_distance(y, y, same=True))
+
+
+def spread_subset(points: ArrayLike, limit: int) -> np.ndarray:
+    """``min(N, limit)`` of ``points [N, ...]``, evenly spread through the stored order, so a
+    set stored by component (``moons``: its upper moon first) gives every part of itself, not its
+    first part. All of them when ``N <= limit``."""
+    points = np.asarray(points)
+    if limit < 1:
+        raise ValueError(f"limit={limit} must be >= 1")
+    if len(points) <= limit:
+        return points
+    return points[np.arange(limit) * len(points) // limit]  # [limit, ...], distinct, evenly spread

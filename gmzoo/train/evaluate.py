@@ -158,7 +158,7 @@ def point_quality_report(run: Run, params: Any) -> dict:
     start = time.perf_counter()
     fake = sample_images(run, params, n, seed=cfg.eval.seed + 2, mean=False)  # [n, 2]
     sample_seconds = time.perf_counter() - start
-    held_out = run.test_source.points[:n]
+    held_out = points.spread_subset(run.test_source.points, n)  # every part of a set stored by component
     out: dict[str, Any] = {
         f"energy distance-{cfg.data.name} (samples vs train)": points.energy_distance(fake, src.points),
         f"energy distance-{cfg.data.name} reference (held-out vs train)":

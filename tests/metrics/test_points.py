@@ -39,3 +39,19 @@ def test_refusals_and_non_finite():
     with pytest.raises(ValueError, match="at least 2"):
         points.energy_distance(np.zeros((1, 2)), np.zeros((3, 2)))
     assert points.energy_distance(np.array([[0, 0], [np.nan, 1]]), np.zeros((3, 2))) == np.inf
+
+
+def test_spread_subset_takes_every_part_of_a_set_stored_by_component():
+    """moons stores its upper moon first: a prefix is one moon, the strided subset both (the
+    held-out reference of the evaluator's energy distance took the prefix before)."""
+    from gmzoo.data import registry
+    from gmzoo.metrics.points import spread_subset
+
+    src = registry.load("moons", "test")
+    sub = spread_subset(src.points, 1000)
+    assert sub.shape == (1000, 2)
+    lower = {tuple(p) for p in src.points[src.labels == 1]}
+    share = np.mean([tuple(p) in lower for p in sub])
+    assert 0.45 < share < 0.55, share
+    assert np.mean([tuple(p) in lower for p in src.points[:1000]]) < 0.05  # the old prefix
+    np.testing.assert_array_equal(spread_subset(src.points[:7], 1000), src.points[:7])

@@ -48,6 +48,7 @@ from gmzoo.families.ebm import buffer as replay
 from gmzoo.families.ebm import networks
 from gmzoo.samplers import langevin
 from gmzoo.families.ebm.loss import contrastive_divergence
+from gmzoo.metrics.points import spread_subset
 from gmzoo.nn.tree import cast_inputs
 from gmzoo.recipes.base import Recipe
 from gmzoo.train import artifacts
@@ -346,12 +347,6 @@ def _mixture_nll(x: np.ndarray, centres: np.ndarray, std: float) -> float:
     return -float(np.mean(log_p))
 
 
-def shown_points(points: np.ndarray, limit: int = 2000) -> np.ndarray:
-    """At most ``limit`` of ``points [N, 2]``, evenly strided through the stored order: a set
-    stored by component (``moons``: the upper moon first) shows all of it, not its first part."""
-    return points[::max(1, -(-len(points) // limit))]
-
-
 def save_energy_contours(path: str, energy_fn, data: np.ndarray, samples: np.ndarray,
                          lo: np.ndarray, hi: np.ndarray, *, title: str = "") -> str:
     """Two panels over the box [lo, hi]: filled contours of E(x) with the training points, and
@@ -368,7 +363,7 @@ def save_energy_contours(path: str, energy_fn, data: np.ndarray, samples: np.nda
     levels = np.linspace(np.percentile(e, 0.5), np.percentile(e, 99.5), 25)
     cs = axes[0].contourf(gx, gy, np.clip(e, levels[0], levels[-1]), levels=levels, cmap="viridis")
     axes[0].contour(gx, gy, e, levels=levels[::3], colors="white", linewidths=0.4)
-    shown = shown_points(data)
+    shown = spread_subset(data, 2000)
     axes[0].scatter(shown[:, 0], shown[:, 1], s=1, c="red", alpha=0.4)
     fig.colorbar(cs, ax=axes[0], label="E(x)")
     axes[0].set_title("energy E(x), training points (red)")

@@ -14,6 +14,7 @@ from PIL import Image
 from gmzoo import config as cfglib
 from gmzoo import zoo
 from gmzoo.families.ebm import family
+from gmzoo.metrics.points import spread_subset
 from gmzoo.samplers import langevin
 from gmzoo.train.loop import heldout_metrics, init_state, sample_images
 
@@ -204,4 +205,5 @@ def test_contour_plot_shows_every_part_of_a_set_stored_by_component(tmp_path, mo
     lower = {tuple(p) for p in src.points[src.labels == 1]}
     share = np.mean([tuple(p) in lower for p in shown])
     assert len(shown) <= 2000 and 0.4 < share < 0.6, (len(shown), share)
-    assert len(family.shown_points(src.points[:10])) == 10
+    assert len(spread_subset(src.points[:10], 2000)) == 10
+    assert len(spread_subset(src.points, 999)) == 999

@@ -168,13 +168,13 @@ def test_conv_energy_is_one_number_per_image_with_an_input_gradient():
     chain's batched gradient is each example's own), and smooth (swish) input gradients."""
     nets = family._build(family.EBMConfig(features=(4, 8, 8), hidden=(8,)), (8, 8, 1), 17)
     x = jax.random.uniform(jax.random.key(0), (3, 8, 8, 1), minval=-1, maxval=1)
-    params = nets.energy.init(jax.random.key(1), x)["params"]
-    energy = nets.energy_fn(params)
+    params = jax.jit(nets.energy.init)(jax.random.key(1), x)["params"]  # compiled: not op by op
+    energy = jax.jit(nets.energy_fn(params))
     e = energy(x)
     assert e.shape == (3,) and e.dtype == np.float32
     np.testing.assert_allclose(energy(x[1:2]), e[1:2], rtol=1e-5, atol=1e-6)
-    g = langevin.energy_grad(energy, x)
-    g1 = jax.grad(lambda y: energy(y)[0])(x[:1])
+    g = jax.jit(lambda y: langevin.energy_grad(energy, y))(x)
+    g1 = jax.jit(jax.grad(lambda y: energy(y)[0]))(x[:1])
     np.testing.assert_allclose(g[:1], g1, rtol=1e-5, atol=1e-7)
     assert np.all(np.isfinite(g)) and np.abs(g).max() > 0
 

@@ -10,8 +10,11 @@ conditional noise is the conditional model; with w > 0 it sharpens towards the c
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gmzoo.diffusion import guidance, samplers, schedules
+
+pytestmark = pytest.mark.optimized  # real compute: full XLA optimisation (tests/conftest.py)
 
 M = jnp.array([[1.5, 0.0], [-1.5, 0.5]])
 V = 0.1

@@ -23,6 +23,8 @@ from gmzoo.diffusion.sde import SDES, VPSDE
 
 from gaussian_data import MU, SIGMA, exact_score
 
+pytestmark = pytest.mark.optimized  # real compute: full XLA optimisation (tests/conftest.py)
+
 EPS = 1e-5
 X = MU + np.array([[0.0, 0.0, 0.0], [0.5, -0.3, 0.2], [-1.0, 0.4, 0.6], [0.1, 0.9, -0.7]])  # [4, 3]
 

@@ -12,6 +12,8 @@ from gmzoo.diffusion.parameterization import eps_and_x0, target
 
 from gaussian_data import MU, SIGMA, exact_eps, moments
 
+pytestmark = pytest.mark.optimized  # real compute: full XLA optimisation (tests/conftest.py)
+
 N = 4000
 
 

@@ -15,6 +15,8 @@ from scipy import stats
 
 from gmzoo.diffusion.sde import SDES, SubVPSDE, VESDE, VPSDE
 
+pytestmark = pytest.mark.optimized  # real compute: full XLA optimisation (tests/conftest.py)
+
 TIMES = jnp.array([0.02, 0.1, 0.3, 0.6, 1.0])
 
 

@@ -20,6 +20,8 @@ from gmzoo.diffusion.sde import SDES, VESDE, VPSDE
 
 from gaussian_data import MU, SIGMA, moments
 
+pytestmark = pytest.mark.optimized  # real compute: full XLA optimisation (tests/conftest.py)
+
 N = 10_000
 EPS = 1e-3
 # 4 standard errors of a 10 000-sample mean (sd <= 0.51: 0.02) and of a covariance entry

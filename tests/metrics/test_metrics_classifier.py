@@ -12,6 +12,8 @@ from metrics_testdata import to01
 
 from gmzoo.metrics import classifier
 
+pytestmark = pytest.mark.optimized  # real compute: full XLA optimisation (tests/conftest.py)
+
 
 @pytest.mark.parametrize("net_name", ["digits_net", "mnist5k_net"])
 def test_shapes_and_finite(net_name, request):

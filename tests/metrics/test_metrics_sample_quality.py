@@ -14,6 +14,8 @@ from gmzoo.metrics.kid import kernel_inception_distance
 from gmzoo.metrics.sample_quality import (compute_features, fd_and_kid, reference_fd,
                                           reference_fd_and_kid)
 
+pytestmark = pytest.mark.optimized  # real compute: full XLA optimisation (tests/conftest.py)
+
 
 def _projection_features(images01):
     """A fixed nonlinear feature map [B, 4, 4, 1] -> [B, 6] for synthetic checks."""

@@ -20,6 +20,8 @@ from gmzoo.nn.normalization import GroupNorm
 from gmzoo.nn.time_mlp import TimeMLP, TinyTimeMLP
 from gmzoo.nn.unet import MediumUNet, SmallUNet, TinyUNet, UNet, unet_shape_error
 
+pytestmark = pytest.mark.optimized  # real compute: full XLA optimisation (tests/conftest.py)
+
 KEY = jax.random.key(0)
 T = jnp.array([0.0, 999.0])  # [B] timesteps
 

@@ -5,19 +5,20 @@
 # beside the toys, `gmm_toy` (K = 8 for ring8, 25 for grid25, 16 for moons and swiss_roll) as a
 # reference NLL.
 #
-# digits: the README's figure is the default run's step-1000 checkpoint (evaluated with
-# --step 1000; the run was stopped there for time), then the newest; digits_lr: the one changed
-# setting tried, learning rate 1e-3 for 400 steps.
+# digits: the default run (short-run chains from noise every step, model.reinit=1);
+# digits_lr3e-4: the same at learning rate 3e-4; digits_buffer: IGEBM's persistent buffer
+# (model.reinit=0.05) for 1,000 steps; digits_lr: the buffer at learning rate 1e-3, 400 steps.
 #
 # checks (after the toys): the true densities' test NLL, log Z on finer grids and wider boxes,
 # and the share of exp(-E)'s mass nearest each mixture centre.
 #
-#     bash experiments/ebm.sh RUNS_DIR [digits] [digits_lr] [ring8 grid25 moons swiss_roll] [gmm] [checks]
+#     bash experiments/ebm.sh RUNS_DIR [digits] [digits_lr3e-4] [digits_buffer] [digits_lr]
+#                             [ring8 grid25 moons swiss_roll] [gmm] [checks]
 #                                                           (default: all of them)
 #     STEPS=1000 bash experiments/ebm.sh runs ring8          (another length)
 set -euo pipefail
 RUNS=${1:-runs}; shift || true
-WHAT=${*:-digits digits_lr ring8 grid25 moons swiss_roll gmm checks}
+WHAT=${*:-digits digits_lr3e-4 digits_buffer digits_lr ring8 grid25 moons swiss_roll gmm checks}
 common=(--set train.progress_bar=false)
 if [[ -n "${STEPS:-}" ]]; then common+=(--set train.steps="$STEPS"); fi
 toy_args() {  # the noise range must cover the set (grid25 reaches 4.25)
@@ -30,11 +31,20 @@ for what in $WHAT; do
     digits)
       /usr/bin/time -f "ebm digits train wall %e s, cpu %U+%S s" \
         gmzoo train ebm --workdir "$RUNS/digits" "${common[@]}"
-      gmzoo evaluate --workdir "$RUNS/digits" --step 1000
       gmzoo evaluate --workdir "$RUNS/digits" ;;
+    digits_lr3e-4)
+      /usr/bin/time -f "ebm digits lr 3e-4 train wall %e s, cpu %U+%S s" \
+        gmzoo train ebm --workdir "$RUNS/digits_lr3e-4" "${common[@]}" \
+        --set optim.learning_rate=3e-4
+      gmzoo evaluate --workdir "$RUNS/digits_lr3e-4" ;;
+    digits_buffer)
+      /usr/bin/time -f "ebm digits buffer train wall %e s, cpu %U+%S s" \
+        gmzoo train ebm --workdir "$RUNS/digits_buffer" "${common[@]}" \
+        --set model.reinit=0.05 --set train.steps=1000
+      gmzoo evaluate --workdir "$RUNS/digits_buffer" ;;
     digits_lr)
       /usr/bin/time -f "ebm digits lr 1e-3 train wall %e s, cpu %U+%S s" \
-        gmzoo train ebm --workdir "$RUNS/digits_lr1e-3" "${common[@]}" \
+        gmzoo train ebm --workdir "$RUNS/digits_lr1e-3" "${common[@]}" --set model.reinit=0.05 \
         --set optim.learning_rate=1e-3 --set train.steps=400 --set train.checkpoint_every=400
       gmzoo evaluate --workdir "$RUNS/digits_lr1e-3" ;;
     ring8|grid25|moons|swiss_roll)

@@ -37,7 +37,8 @@ def test_defaults():
     assert (img.data.name, img.data.scale, img.model.architecture) == ("digits", "symmetric", "conv")
     m = img.model
     assert (m.chain, m.step_size, m.noise_scale, m.chain_steps, m.grad_clip) == ("tempered", 10.0, 0.005, 60, 0.03)
-    assert (m.buffer_size, m.reinit, img.train.batch_size, img.optim.b1) == (10_000, 0.05, 128, 0.0)
+    assert (m.buffer_size, m.reinit, img.train.batch_size, img.optim.b1) == (10_000, 1.0, 128, 0.0)
+    assert toy.model.reinit == 0.05  # the toys keep a persistent buffer
     assert family.training_chain(m).temperature == pytest.approx(1.25e-6)
     assert (toy.data.name, toy.model.architecture, toy.model.chain) == ("ring8", "mlp", "ula")
     assert family.training_chain(toy.model).temperature == 1.0

@@ -137,6 +137,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
                           "leave --steps out for the sampler's default")
 
     options = [(key, getattr(args, key)) for key in _SAMPLE_FLAGS if getattr(args, key) is not None]
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if not key.strip().startswith("sample."):
+            raise ConfigError(f"sample --set takes sample.* keys, got {key.strip()!r} (the model "
+                              "and its training config come from the checkpoint)")
+        options.append((key.strip()[len("sample."):], value.strip()))
     tag = "".join(f"_{key}-{value}" for key, value in options)
     out = args.out or os.path.join(args.workdir, "samples", f"sample{tag}_seed{args.seed}.png")
     if os.path.exists(out) and not args.overwrite:
@@ -272,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ode-method", dest="ode_method", choices=("euler", "heun", "rk4"))
     s.add_argument("--corrector-steps", dest="corrector_steps", type=int)
     s.add_argument("--snr", type=float, help="Langevin corrector signal-to-noise ratio")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a sample value, e.g. --set sample.temperature=0.8 (the "
+                        "model's sample options: `gmzoo list`)")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="NLL, FD and KID of a trained run, beside baselines")

@@ -20,6 +20,7 @@ from gmzoo.recipes import vae_gan
 from gmzoo.families.rbm import family as rbm_family
 from gmzoo.families.gmm import family as gmm_family
 from gmzoo.families.ebm import family as ebm_family
+from gmzoo.families.autoregressive import family as ar_family
 from gmzoo.recipes.base import Recipe
 from gmzoo.train import evaluate as evaluation
 from gmzoo.train import loop
@@ -33,7 +34,7 @@ MODELS: dict[str, Recipe] = {r.name: r for r in (*vae.RECIPES, *diffusion.RECIPE
                                                  *gan.RECIPES, *cyclegan.RECIPES,
                                                  *image2image.RECIPES, *vae_gan.RECIPES,
                                                  *rbm_family.RECIPES, *gmm_family.RECIPES,
-                                                 *ebm_family.RECIPES)}
+                                                 *ebm_family.RECIPES, *ar_family.RECIPES)}
 
 
 def models() -> dict[str, Recipe]:

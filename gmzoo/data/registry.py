@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gmzoo.data.embedded import load_digits, load_mnist5k
+from gmzoo.data.signals import load_tones
 from gmzoo.data.source import ArraySource, Source
 from gmzoo.data.tfds_source import DatasetUnavailableError, load_tfds
 from gmzoo.data.toys import TOY_SETS, PointSource, load_toy
@@ -22,6 +23,7 @@ __all__ = ["DATASETS", "TFDS_IMAGE_SETS", "TOY_SETS", "DatasetUnavailableError",
 DATASETS: dict[str, Callable[[str], ArraySource]] = {
     "digits": load_digits,  # 8x8, 17 levels, train 1,437 / test 360
     "mnist5k": load_mnist5k,  # 28x28, 256 levels, train 4,000 / test 1,000
+    "tones": load_tones,  # 1-D mu-law tones [256, 1, 1], 256 levels, 4 classes, 4,000 / 1,000
 }
 
 # Known TFDS image sets, accepted without the "tfds:" prefix.

@@ -68,6 +68,14 @@ BENCHMARKS = {
                           steps=(40, 10), warmup=3, batch=64),
     "wgan_gp_mnist5k": dict(script="gan_step.py", args=["--model", "wgan_gp", "--data", "mnist5k", "--k", "5"],
                             steps=(12, 4), warmup=2, batch=64),
+    # Gated PixelCNN (benchmarks/gated_pixelcnn_step.py), `gmzoo train gated_pixelcnn`'s step: the recipe's
+    # network (F 64, 8 layers, 7x7 first kernel; 0.63M params), Bernoulli NLL on dynamically binarized
+    # mnist5k, clip 1.0 + Adam warm-up/cosine + EMA 0.999: ~20 s/step on 2 shared cores, so few steps.
+    # The small row: F 32, 4 layers (0.07M params).
+    "gated_pixelcnn_mnist5k": dict(script="gated_pixelcnn_step.py", args=["--size", "default"], steps=(6, 2),
+                                   warmup=1, batch=100),
+    "gated_pixelcnn_small_mnist5k": dict(script="gated_pixelcnn_step.py", args=["--size", "small"],
+                                         steps=(20, 6), warmup=2, batch=100),
 }
 
 # DDPM sampling with the same U-Nets (benchmarks/diffusion_sampler.py), batch 64: (full, quick)

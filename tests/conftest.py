@@ -29,10 +29,13 @@ jax.config.update("jax_disable_most_optimizations", _UNOPTIMIZED)
 
 
 @pytest.fixture(autouse=True)
-def _xla_optimisation(request):
-    """Full XLA optimisation for tests marked ``optimized``, the suite's default otherwise."""
+def _xla_optimisation(request, monkeypatch):
+    """Full XLA optimisation for tests marked ``optimized`` (and the subprocesses they start),
+    the suite's default otherwise."""
     optimized = request.node.get_closest_marker("optimized") is not None
     jax.config.update("jax_disable_most_optimizations", _UNOPTIMIZED and not optimized)
+    if optimized:
+        monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "0")
     yield
 
 

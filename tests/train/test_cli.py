@@ -48,6 +48,7 @@ def test_image_shape_the_model_cannot_take(refused, capsys, no_compute, tmp_path
                       "--set", "model.hidden=(4,8,16)"], "do not fit model conv_vae")
 
 
+@pytest.mark.optimized  # evaluate trains the feature net for FD / KID: real compute
 def test_train_sample_evaluate_and_no_overwrite(refused, capsys, tmp_path):
     workdir = str(tmp_path / "run")
     cli.main(["train", "vae", "--workdir", workdir, *TINY])

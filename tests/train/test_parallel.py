@@ -167,6 +167,7 @@ def test_eight_devices_log_the_same_losses(runs):
             np.testing.assert_allclose(x[k], y[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.optimized  # 200 steps at the real size: real compute
 def test_two_devices_train_the_main_job_at_its_real_size(tmp_path, on_devices):
     """The issue's reproduction: the default VAE (MLP, mnist5k, batch 100) for 200 steps on 2
     CPU devices hung in an all-reduce every time once the host ran 32 calls ahead ("Expected 2

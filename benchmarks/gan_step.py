@@ -91,9 +91,8 @@ def run_jax(args, batches: np.ndarray) -> dict:
     from gmzoo import config as cfglib
     from gmzoo import zoo
     from gmzoo.nn.tree import param_count
-    from gmzoo.train import loop, parallel
+    from gmzoo.train import loop
     from gmzoo.train.state import step_key
-    from gmzoo.train.step import scan_steps
 
     spec = MODELS[args.model]
     config = cfglib.override(zoo.get(args.model).default(), [
@@ -148,31 +147,45 @@ def run_jax(args, batches: np.ndarray) -> dict:
     out["d_loss"], out["g_loss"] = float(metrics["d_loss"]), float(metrics["g_loss"])
     assert bool(metrics["finite"]), "non-finite GAN step"
 
-    # 2. As `gmzoo train` runs it: the loop's compiled call (compile_steps of scan_steps, state
-    # replicated and donated, the batch stack sharded), K = train.steps_per_call steps per call.
+    # 2. As `gmzoo train` runs it (the loop's compiled call of K steps).
     if args.scan > 0:
-        k = args.scan
-        sharding = parallel.batch_sharding(run.mesh)
-        groups = [parallel.put_batch({"image": batches[idx], "label": labels[idx]}, sharding)
-                  for idx in ((np.arange(k) + g * k) % len(batches)
-                              for g in range(max(1, len(batches) // k)))]
-        run_steps = parallel.compile_steps(scan_steps(step), run.mesh)
-        state = loop.init_state(run)
-        t0 = time.perf_counter()
-        state, _ = run_steps(state, groups[0])
-        jax.block_until_ready(state)
-        out["scan_compile_s"] = time.perf_counter() - t0
-        calls = max(1, math.ceil(args.steps / k))
+        out.update(time_loop_calls(run, step, batches, labels, args))
+    return out
 
-        def scans(first, n):
-            nonlocal state
-            for c in range(first, first + n):
-                state, _ = run_steps(state, groups[(c + 1) % len(groups)])
 
-        scans(0, max(1, args.warmup // k))
-        jax.block_until_ready(state)
-        scan = timed(scans, calls, min(args.blocks, calls), lambda: jax.block_until_ready(state))
-        out.update({f"scan_{name}": ms / k for name, ms in scan.items()})
+def time_loop_calls(run, step, batches: np.ndarray, labels: np.ndarray, args) -> dict:
+    """ms per step as `gmzoo train` runs ``step``: the loop's compiled call (compile_steps of
+    scan_steps, the state replicated and donated, the batch stack sharded), K = ``args.scan``
+    steps per call, a fresh state from ``loop.init_state(run)``; ``scan_compile_s`` and
+    ``scan_*`` timings of :func:`vae_step.timed`. Shared by the GAN and gated PixelCNN rows."""
+    import jax
+
+    from gmzoo.train import loop, parallel
+    from gmzoo.train.step import scan_steps
+
+    out: dict = {}
+    k = args.scan
+    sharding = parallel.batch_sharding(run.mesh)
+    groups = [parallel.put_batch({"image": batches[idx], "label": labels[idx]}, sharding)
+              for idx in ((np.arange(k) + g * k) % len(batches)
+                          for g in range(max(1, len(batches) // k)))]
+    run_steps = parallel.compile_steps(scan_steps(step), run.mesh)
+    state = loop.init_state(run)
+    t0 = time.perf_counter()
+    state, _ = run_steps(state, groups[0])
+    jax.block_until_ready(state)
+    out["scan_compile_s"] = time.perf_counter() - t0
+    calls = max(1, math.ceil(args.steps / k))
+
+    def scans(first, n):
+        nonlocal state
+        for c in range(first, first + n):
+            state, _ = run_steps(state, groups[(c + 1) % len(groups)])
+
+    scans(0, max(1, args.warmup // k))
+    jax.block_until_ready(state)
+    scan = timed(scans, calls, min(args.blocks, calls), lambda: jax.block_until_ready(state))
+    out.update({f"scan_{name}": ms / k for name, ms in scan.items()})
     return out
 
 

@@ -42,6 +42,7 @@ import time
 
 import numpy as np
 
+from gan_step import time_loop_calls  # shared with the GAN rows (this folder is on sys.path)
 from vae_step import timed  # same timing helper (this folder is on sys.path when run as a script)
 
 # The recipe's defaults (gmzoo.families.autoregressive.family; run_jax checks them against the
@@ -116,9 +117,8 @@ def run_jax(args, batches: np.ndarray) -> dict:
 
     from gmzoo.families.autoregressive import pixelcnn
     from gmzoo.nn.tree import param_count
-    from gmzoo.train import loop, parallel
+    from gmzoo.train import loop
     from gmzoo.train.state import step_key
-    from gmzoo.train.step import scan_steps
 
     run = jax_run(args)
     state = loop.init_state(run)
@@ -150,31 +150,9 @@ def run_jax(args, batches: np.ndarray) -> dict:
     out["loss"] = float(metrics["loss"])
     assert bool(metrics["finite"]), "non-finite step"
 
-    # 2. As `gmzoo train` runs it: the loop's compiled call (compile_steps of scan_steps, state
-    # replicated and donated, the batch stack sharded), K = train.steps_per_call steps per call.
+    # 2. As `gmzoo train` runs it (the loop's compiled call of K steps).
     if args.scan > 0:
-        k = args.scan
-        sharding = parallel.batch_sharding(run.mesh)
-        groups = [parallel.put_batch({"image": batches[idx], "label": labels[idx]}, sharding)
-                  for idx in ((np.arange(k) + g * k) % len(batches)
-                              for g in range(max(1, len(batches) // k)))]
-        run_steps = parallel.compile_steps(scan_steps(step), run.mesh)
-        state = loop.init_state(run)
-        t0 = time.perf_counter()
-        state, _ = run_steps(state, groups[0])
-        jax.block_until_ready(state)
-        out["scan_compile_s"] = time.perf_counter() - t0
-        calls = max(1, math.ceil(args.steps / k))
-
-        def scans(first, n):
-            nonlocal state
-            for c in range(first, first + n):
-                state, _ = run_steps(state, groups[(c + 1) % len(groups)])
-
-        scans(0, max(1, args.warmup // k))
-        jax.block_until_ready(state)
-        scan = timed(scans, calls, min(args.blocks, calls), lambda: jax.block_until_ready(state))
-        out.update({f"scan_{name}": ms / k for name, ms in scan.items()})
+        out.update(time_loop_calls(run, step, batches, labels, args))
     return out
 
 

@@ -29,20 +29,6 @@ NAMES = ("bernoulli", "categorical", "logistic_mix")
 MIN_LOG_SCALE = -7.0
 
 
-def check(name: str, num_levels: int, components: int = 1) -> str | None:
-    """Why ``name`` cannot model data with ``num_levels`` levels, or None."""
-    if name not in NAMES:
-        return f"likelihood={name!r}; choose one of {', '.join(NAMES)}"
-    if name == "bernoulli" and num_levels != 2:
-        return (f"the bernoulli likelihood takes binary data (2 levels), got {num_levels} levels; "
-                "binarize the data (data.binarize=dynamic or fixed) or use categorical")
-    if name != "bernoulli" and num_levels < 2:
-        return f"{name} needs at least 2 levels, got {num_levels}"
-    if name == "logistic_mix" and components < 1:
-        return f"logistic_mix needs at least one component, got {components}"
-    return None
-
-
 def num_params(name: str, num_levels: int, components: int = 1) -> int:
     """P, the network outputs per dimension."""
     return {"bernoulli": 1, "categorical": num_levels, "logistic_mix": 3 * components}[name]

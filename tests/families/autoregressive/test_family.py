@@ -131,3 +131,18 @@ def test_train_sample_at_a_temperature_and_evaluate_through_the_cli(capsys, refu
     assert lk["model"]["bound"] == "exact" and np.isfinite(lk["model"]["nll_nats"])
     # two steps from a near-uniform start: near the uniform model's 64 ln 2, never above by much
     assert lk["model"]["nll_nats"] == pytest.approx(64 * math.log(2), rel=0.1)
+
+
+@pytest.mark.parametrize("likelihood, params_per_dim", [("categorical", 17), ("logistic_mix", 6)])
+def test_grey_level_likelihoods_on_the_17_level_digits(likelihood, params_per_dim):
+    """On data.scale=levels the network emits P parameters per pixel and the loss is a finite
+    NLL near the uniform model's 64 ln 17 at initialisation."""
+    run = zoo.setup(tiny_config("nade", ["data.binarize=none", "data.scale=levels",
+                                         f"model.likelihood={likelihood}",
+                                         "model.mixture_components=2"]))
+    x = jnp.asarray(np.asarray([run.train_source[i]["image"] for i in range(4)], np.float32))
+    assert run.module.num_levels == 17 and float(x.max()) <= 16
+    params = run.recipe.init(run.module, jax.random.key(0), {"image": x})["params"]
+    assert run.module.apply_fn(params, x).shape == (4, 8, 8, 1, params_per_dim)
+    loss, metrics = run.loss_fn(params, {"image": x}, jax.random.key(1))
+    assert np.isfinite(float(loss)) and 0.5 < float(loss) / (64 * math.log(17)) < 2.0

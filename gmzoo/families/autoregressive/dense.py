@@ -36,7 +36,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from gmzoo.families.autoregressive.sampling import (DrawFn, LogProbFn, check_sampler_inputs,
-                                                    naive_sample)
+                                                    naive_sample, order_error)
 
 
 def _flat_input(x: jax.Array, num_levels: int) -> jax.Array:
@@ -158,18 +158,26 @@ def nade_sample(module: NADE, params, key: jax.Array, x_init: ArrayLike, *, draw
 
 @functools.lru_cache(maxsize=64)
 def made_masks(num_dims: int, hidden: tuple[int, ...], num_masks: int, mask_seed: int,
-               natural_ordering: bool) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+               natural_ordering: bool, ordering: tuple[int, ...] | None = None
+               ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """MADE's orderings ``[K, D]`` and one mask ``[K, fan_in, fan_out]`` (float32 0/1) per
     layer (the last ``[K, H_L, D]``, one column per dimension), from a numpy generator seeded
-    with ``mask_seed``. Ordering k is the identity for k = 0 with ``natural_ordering``, else a
-    permutation; the input at ordering position k has degree k + 1; hidden degrees are drawn
+    with ``mask_seed``. Ordering 0 is ``ordering`` when given (a permutation of 0..D-1), else
+    the identity with ``natural_ordering``; the others are drawn permutations; the input at ordering position k has degree k + 1; hidden degrees are drawn
     from [lo, D - 1], lo the smallest degree of the layer below, with one unit set to lo and
     one to D - 1, so every hidden unit has an input (the unit of degree lo below) and an output
     (the unit of degree D - 1 above, or the dimension last in the ordering)."""
+    if ordering is not None and (why := order_error(ordering, num_dims)) is not None:
+        raise ValueError(f"MADE's ordering: {why}")
     rng = np.random.default_rng(mask_seed)
     orders, masks = [], [[] for _ in range(len(hidden) + 1)]
     for k in range(num_masks):
-        order = np.arange(num_dims) if k == 0 and natural_ordering else rng.permutation(num_dims)
+        if k == 0 and ordering is not None:
+            order = np.asarray(ordering, np.int64)
+        elif k == 0 and natural_ordering:
+            order = np.arange(num_dims)
+        else:
+            order = rng.permutation(num_dims)
         degrees = [np.empty(num_dims, np.int64)]
         degrees[0][order] = np.arange(1, num_dims + 1)  # m_0(order[k]) = k + 1
         for width in hidden:
@@ -189,7 +197,8 @@ def made_masks(num_dims: int, hidden: tuple[int, ...], num_masks: int, mask_seed
 
 class MADE(nn.Module):
     """A masked MLP (ReLU hidden layers of widths ``hidden``) over ``num_dims`` = D
-    dimensions, ``num_masks`` orderings and mask sets (:func:`made_masks`), the masks numpy
+    dimensions, ``num_masks`` orderings and mask sets (:func:`made_masks`; the first mask's
+    ordering ``ordering`` when given, a tuple permuting 0..D-1), the masks numpy
     constants applied as ``kernel * mask`` on every call. ``__call__(x, label, mask_index)``
     gives raw under mask ``mask_index`` (an int, or a traced int: the masks are indexed in
     jnp); ``orderings()`` the ordering of each mask ``[K, D]``."""
@@ -202,6 +211,7 @@ class MADE(nn.Module):
     natural_ordering: bool = True
     mask_seed: int = 0
     num_classes: int = 0
+    ordering: tuple[int, ...] | None = None
 
     def _masks(self) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         if self.num_dims < 2:
@@ -209,8 +219,9 @@ class MADE(nn.Module):
         if self.num_masks < 1 or any(w < 1 for w in self.hidden):
             raise ValueError(f"num_masks={self.num_masks} and hidden={tuple(self.hidden)} must "
                              "be positive")
+        ordering = None if self.ordering is None else tuple(int(i) for i in self.ordering)
         return made_masks(self.num_dims, tuple(self.hidden), self.num_masks, self.mask_seed,
-                          self.natural_ordering)
+                          self.natural_ordering, ordering)
 
     def setup(self):
         _, masks = self._masks()

@@ -34,7 +34,7 @@ from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig,
                           SampleConfig, TrainConfig, at_least, choice, non_negative, positive)
 from gmzoo.families.autoregressive import (dense, outputs, pixelcnn, pixelcnn_cache, pixelrnn,
                                           transformer, wavenet)
-from gmzoo.families.autoregressive.sampling import naive_sample
+from gmzoo.families.autoregressive.sampling import naive_sample, order_error
 from gmzoo.nn.tree import cast_inputs
 from gmzoo.recipes.base import Recipe, sample_labels
 
@@ -114,14 +114,17 @@ class NADEConfig(ARConfig):
 @dataclasses.dataclass(frozen=True)
 class MADEConfig(ARConfig):
     """MADE: a masked ReLU MLP of widths ``hidden``; ``num_masks`` orderings and mask sets
-    averaged as probabilities (the first the raster order when ``natural_ordering``), drawn
-    from ``mask_seed``."""
+    averaged as probabilities, the others drawn from ``mask_seed``. The first mask's ordering
+    is ``ordering`` when given (a permutation of the D dimensions: ``model.ordering=783,782,
+    ...`` lists the raster index of the dimension drawn at each step), else the raster order
+    when ``natural_ordering``, else drawn too."""
 
     name: str = "made"
     hidden: tuple[int, ...] = (500,)
     num_masks: int = positive(1)
     natural_ordering: bool = True
     mask_seed: int = non_negative(0)
+    ordering: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +244,7 @@ def _network(m: ARConfig, event_shape: tuple[int, ...], num_levels: int) -> tupl
     if isinstance(m, MADEConfig):
         return dense.MADE(num_dims=dims, hidden=tuple(m.hidden), num_masks=m.num_masks,
                           natural_ordering=m.natural_ordering, mask_seed=m.mask_seed,
-                          **common), None
+                          ordering=tuple(m.ordering) or None, **common), None
     if isinstance(m, PixelCNNConfig):
         conv = dict(features=m.features, num_layers=m.num_layers, first_kernel=m.first_kernel,
                     kernel=m.kernel, num_channels=event_shape[-1], **common)
@@ -369,6 +372,8 @@ def _network_error(m: ARConfig, event: tuple[int, ...]) -> str | None:
             return f"MADE needs at least 2 dimensions, got {dims}"
         if not m.hidden or any(h < 1 for h in m.hidden):
             return f"model.hidden={tuple(m.hidden)} must be one or more positive widths"
+        if m.ordering and (why := order_error(m.ordering, dims)):
+            return f"model.ordering: {why}"
     if isinstance(m, WaveNetConfig):
         if not m.dilations or any(v < 1 for v in m.dilations):
             return f"model.dilations={tuple(m.dilations)} must be one or more positive integers"

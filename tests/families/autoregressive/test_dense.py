@@ -207,6 +207,26 @@ def test_made_masks_have_no_dead_units_and_valid_orderings():
     assert not np.array_equal(model.orderings()[0], np.arange(9))
 
 
+def test_made_takes_a_given_ordering_and_is_autoregressive_in_it(numpy_init):
+    """model.ordering: mask 0 draws the given permutation, and its Jacobian is strictly
+    triangular in that ordering (not in the raster one); the other masks stay drawn."""
+    given = (4, 0, 8, 2, 6, 1, 7, 3, 5)
+    model = dense.MADE(1, 2, 9, hidden=(16, 16), num_masks=2, ordering=given)
+    np.testing.assert_array_equal(model.orderings()[0], given)
+    assert sorted(model.orderings()[1]) == list(range(9))
+    params = _init(numpy_init, model)
+    x = jnp.asarray(ALL_BINARY[:1])
+    jac = jax.jacfwd(lambda v: _apply(model, params, 0)(v)[0, ..., 0].reshape(9))(x)
+    jac = np.abs(np.asarray(jac).reshape(9, 9))  # [i, j]: d raw_i / d x_j
+    rank = np.argsort(given)
+    assert np.all(jac[rank[None, :] >= rank[:, None]] == 0)
+    assert jac[given[-1], given[0]] > 0  # the last dimension sees the first
+    with pytest.raises(ValueError, match="shape \\(8,\\)"):
+        dense.MADE(1, 2, 9, ordering=given[:8]).orderings()
+    with pytest.raises(ValueError, match="permutation of 0..8"):
+        dense.MADE(1, 2, 9, ordering=(0, 0, 1, 2, 3, 4, 5, 6, 7)).orderings()
+
+
 def test_class_conditional_nets_use_the_label_and_refuse_none(numpy_init):
     for name in ("fvsbn", "nade", "made"):
         model = _model(name, num_classes=2)

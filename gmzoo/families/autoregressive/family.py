@@ -142,8 +142,10 @@ class PixelCNNConfig(ARConfig):
 
 @dataclasses.dataclass(frozen=True)
 class PixelRNNConfig(ARConfig):
-    """The Row LSTM PixelRNN: a type-A ``first_kernel`` convolution of ``features`` channels,
-    ``num_layers`` Row LSTM layers of ``hidden`` units with ``kernel``-wide convolutions."""
+    """PixelRNN: a type-A ``first_kernel`` convolution of ``features`` channels, then
+    ``num_layers`` LSTM layers of ``hidden`` units, ``layer`` the Row LSTM (``kernel``-wide
+    input-to-state convolutions along the row; a triangular receptive field) or the Diagonal
+    BiLSTM (skewed input; every earlier pixel in view)."""
 
     name: str = "pixelrnn"
     features: int = positive(32)
@@ -151,6 +153,7 @@ class PixelRNNConfig(ARConfig):
     num_layers: int = positive(2)
     first_kernel: int = positive(7)
     kernel: int = positive(3)
+    layer: str = choice(*pixelrnn.LAYERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,7 +257,7 @@ def _network(m: ARConfig, event_shape: tuple[int, ...], num_levels: int) -> tupl
     if isinstance(m, PixelRNNConfig):
         return pixelrnn.PixelRNN(features=m.features, hidden=m.hidden, num_layers=m.num_layers,
                                  kernel_size=m.kernel, first_kernel=m.first_kernel,
-                                 **common), None
+                                 layer=m.layer, **common), None
     if isinstance(m, WaveNetConfig):
         return wavenet.WaveNet(residual_channels=m.residual_channels,
                                gate_channels=m.gate_channels, skip_channels=m.skip_channels,
@@ -365,8 +368,9 @@ def _network_error(m: ARConfig, event: tuple[int, ...]) -> str | None:
         if m.first_kernel % 2 == 0 or m.kernel % 2 == 0:
             return (f"first_kernel={m.first_kernel} and kernel={m.kernel} must be odd (a masked "
                     "convolution is centred on its pixel)")
-    if isinstance(m, PixelRNNConfig) and event[-1] != 1:
-        return f"the Row LSTM PixelRNN takes one channel, got {event[-1]}"
+    if isinstance(m, PixelRNNConfig) and min(m.features, m.hidden) < event[-1]:
+        return (f"model.features={m.features} and model.hidden={m.hidden} must be at least "
+                f"the {event[-1]} channels (one group each)")
     if isinstance(m, MADEConfig):
         if dims < 2:
             return f"MADE needs at least 2 dimensions, got {dims}"
@@ -433,7 +437,8 @@ RECIPES: tuple[Recipe, ...] = (
     _recipe("gated_pixelcnn", "gated PixelCNN: vertical and horizontal stacks, no blind spot, "
             "cached sampler", PixelCNNConfig(name="gated_pixelcnn", num_layers=8),
             ("model.features=8", "model.num_layers=2", "model.first_kernel=3"), steps=2000),
-    _recipe("pixelrnn", "PixelRNN (Row LSTM): LSTM over rows, 1-D convolutions along them",
+    _recipe("pixelrnn", "PixelRNN: Row LSTM (over rows) or Diagonal BiLSTM (model.layer="
+            "diagonal, over the skewed image's columns)",
             PixelRNNConfig(), ("model.features=8", "model.hidden=8", "model.num_layers=1",
                                "model.first_kernel=3"), steps=2000),
     _recipe("wavenet", "WaveNet: dilated causal convolutions, gated residual and skip "

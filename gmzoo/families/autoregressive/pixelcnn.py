@@ -85,7 +85,8 @@ class MaskedConv(nn.Module):
     mask_type: str | None = None  # "A", "B" or None
     centre: tuple[int, int] | None = None  # default: the kernel's middle
     num_channels: int = 1
-    gated_outputs: bool = False  # outputs are [tanh half, sigmoid half]
+    output_blocks: int = 1  # outputs in contiguous blocks, each split into the C groups: 2
+    # for a gate's [tanh half, sigmoid half], 4 for an LSTM's [o, f, i, g]
     use_bias: bool = True
 
     @nn.compact
@@ -97,8 +98,7 @@ class MaskedConv(nn.Module):
             if self.mask_type not in ("A", "B"):
                 raise ValueError(f"mask_type={self.mask_type!r}; choose 'A', 'B' or None")
             centre = self.centre or (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
-            groups_out = channel_groups(self.features, self.num_channels,
-                                        2 if self.gated_outputs else 1)
+            groups_out = channel_groups(self.features, self.num_channels, self.output_blocks)
             mask = causal_mask(shape, centre, self.mask_type,
                                channel_groups(fin, self.num_channels), groups_out)
             kernel = kernel * jnp.asarray(mask)
@@ -251,7 +251,7 @@ class GatedPixelCNN(nn.Module):
         sizes = [self._size(k) for k in range(self.num_layers)]
         self.v_convs = [MaskedConv(2 * f, (n // 2 + 1, n)) for n in sizes]
         self.h_convs = [MaskedConv(2 * f, (1, n // 2 + 1), "A" if k == 0 else "B",
-                                   centre=(0, n // 2), num_channels=c, gated_outputs=True)
+                                   centre=(0, n // 2), num_channels=c, output_blocks=2)
                         for k, n in enumerate(sizes)]
         # the vertical stack sees only rows above once shifted: no channel mask on the link
         self.links = [MaskedConv(2 * f, (1, 1), use_bias=False) for _ in sizes]

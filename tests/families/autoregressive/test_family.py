@@ -62,6 +62,7 @@ def test_table_rows_and_defaults():
     ("pixelcnn", ["model.kernel=4"], ("must be odd",)),
     ("transformer", ["model.d_model=10", "model.num_heads=4"], ("does not split",)),
     ("wavenet", ["model.dilations=1,0"], ("positive integers",)),
+    ("pixelrnn", ["model.layer=column"], ("model.layer='column'", "diagonal")),
     ("made", ["model.ordering=2,1,0"], ("model.ordering", "shape (3,)", "(784,)")),
 ])
 def test_bad_input_is_refused_in_one_line_before_compute(name, setting, fragments, refused,

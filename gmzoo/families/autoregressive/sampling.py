@@ -6,6 +6,9 @@ dimension, for any network that keeps the contract of :mod:`gmzoo.families.autor
   draws it with ``keys[d]`` (``keys = jax.random.split(key, D)``). D network passes of O(net)
   each; the cached samplers (NADE's carried pre-activations, key-value caches, activation
   queues) give the same samples under the same key and are checked against this one.
+- :func:`decode_sample` and :func:`decode_raw` are the same scan for a network with a
+  one-position ``decode`` step and a cache (the transformer's keys and values, WaveNet's
+  activation queues): raster order, x_{d-1} in, raw_d out, O(1) network work per step.
 - :func:`sequential_log_prob` sums log p(x_{o(d)} | x_{o(<d)}) computed one dimension at a
   time, the network run at step d on x with every dimension at or after o(d) in the ordering
   set to zero. For an autoregressive network it equals the parallel (teacher-forced) log p(x)
@@ -19,7 +22,7 @@ jits (the caller does).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +32,8 @@ from jax.typing import ArrayLike
 from gmzoo.families.autoregressive import outputs
 
 ApplyFn = Callable[[jax.Array], jax.Array]  # x [B, *event] -> raw [B, *event, P]
+# One step of a cached network: (x_{d-1} [B], d, cache) -> (raw_d [B, P], cache)
+DecodeFn = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
 DrawFn = Callable[[jax.Array, jax.Array, float], jax.Array]  # (key, raw_d [B, P], T) -> [B]
 LogProbFn = Callable[[jax.Array, jax.Array], jax.Array]  # (raw [..., P], x [...]) -> [...]
 
@@ -99,6 +104,50 @@ def naive_sample(apply_fn: ApplyFn, key: jax.Array, x_init: ArrayLike, *, draw: 
 
     x, _ = jax.lax.scan(step, x_init.reshape(batch, num_dims), (order, keys))
     return jax.lax.stop_gradient(x.reshape(shape))
+
+
+def decode_sample(decode: DecodeFn, cache: Any, key: jax.Array, x_init: ArrayLike, *,
+                  draw: DrawFn, temperature: float) -> jax.Array:
+    """x ~ prod_d p_T(x_d | x_<d) in raster order through a cached one-position step: one
+    ``lax.scan`` over d = 0..D-1, step d running ``decode(x_{d-1} [B], d, cache) -> (raw_d [B,
+    P], cache)`` (x_{-1} = 0) and drawing dimension d with ``jax.random.split(key, D)[d]``, as
+    :func:`naive_sample` does, whose samples it equals under the same key when ``decode``
+    computes what the full network does. ``cache`` is the empty cache for B examples. Returns x
+    ``[B, *event]`` (the shape of ``x_init``)."""
+    check_sampler_inputs(x_init, temperature)
+    x_init = jnp.asarray(x_init, jnp.float32)
+    batch, num_dims = x_init.shape[0], math.prod(x_init.shape[1:])
+
+    def step(carry, inputs):
+        cache, prev = carry  # cache, [B]
+        d, k = inputs
+        raw, cache = decode(prev, d, cache)  # [B, P]
+        value = draw(k, raw, temperature).astype(jnp.float32)  # [B]
+        return (cache, value), value
+
+    carry = (cache, jnp.zeros((batch,), jnp.float32))
+    _, values = jax.lax.scan(step, carry, (jnp.arange(num_dims),
+                                           jax.random.split(key, num_dims)))  # [D, B]
+    return jax.lax.stop_gradient(values.T.reshape(x_init.shape))
+
+
+def decode_raw(decode: DecodeFn, cache: Any, x: ArrayLike) -> jax.Array:
+    """Teacher-forced decoding of a given ``x [B, *event]`` through the cached step: raw ``[B,
+    *event, P]`` of every position, one ``lax.scan`` fed x_{d-1}. Equals the full network's
+    raw(x) to float tolerance when ``decode`` is right (what the cache tests check)."""
+    x = jnp.asarray(x, jnp.float32)
+    batch = x.shape[0]
+    flat = x.reshape(batch, -1)  # [B, D]
+    prevs = jnp.concatenate([jnp.zeros((batch, 1), flat.dtype), flat[:, :-1]], axis=1).T
+
+    def step(cache, inputs):
+        d, prev = inputs
+        raw, cache = decode(prev, d, cache)
+        return cache, raw
+
+    _, raws = jax.lax.scan(step, cache, (jnp.arange(flat.shape[1]), prevs))  # [D, B, P]
+    raws = jnp.moveaxis(raws, 0, 1)
+    return raws.reshape(*x.shape, raws.shape[-1])  # [B, *event, P]
 
 
 def sequential_log_prob(apply_fn: ApplyFn, x: ArrayLike, log_prob_fn: LogProbFn,

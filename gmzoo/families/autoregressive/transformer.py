@@ -35,17 +35,16 @@ of the same module (:func:`transformer_cached_raw`).
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from gmzoo.families.autoregressive.sampling import check_sampler_inputs
+from gmzoo.families.autoregressive.sampling import (DecodeFn, DrawFn, decode_raw,
+                                                    decode_sample)
 
 Cache = tuple[jax.Array, jax.Array]  # keys, values: [B, layers, heads, D, d_head] each
-DrawFn = Callable[[jax.Array, jax.Array, float], jax.Array]
 
 _EMBED_INIT = nn.initializers.normal(0.02)
 
@@ -199,6 +198,13 @@ def empty_cache(module: ARTransformer, batch: int, dtype=jnp.float32) -> Cache:
     return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
 
+def _decoder(module: ARTransformer, params, label: jax.Array | None) -> DecodeFn:
+    """:meth:`ARTransformer.decode` with the params and label bound: (x_{d-1} [B], d, cache) ->
+    (raw_d [B, P], cache)."""
+    return lambda prev, d, cache: module.apply({"params": params}, prev, d, cache, label,
+                                               method=ARTransformer.decode)
+
+
 def transformer_sample(module: ARTransformer, params, key: jax.Array, x_init: ArrayLike, *,
                        draw: DrawFn, temperature: float,
                        label: jax.Array | None = None) -> jax.Array:
@@ -210,25 +216,12 @@ def transformer_sample(module: ARTransformer, params, key: jax.Array, x_init: Ar
     dimension) to float tolerance. ``params`` is the module's parameter tree (no
     ``{"params": ...}`` wrapper); ``label [B]`` with ``num_classes`` > 0. A temperature that
     is not a finite number > 0 is refused (ValueError) before any compute."""
-    check_sampler_inputs(x_init, temperature)
     x_init = jnp.asarray(x_init, jnp.float32)
-    b, num_dims = x_init.shape[0], math.prod(x_init.shape[1:])
-    if num_dims != module.max_len:
+    if math.prod(x_init.shape[1:]) != module.max_len:
         raise ValueError(f"transformer_sample: the module was built for max_len="
                          f"{module.max_len} dimensions, x_init has shape {tuple(x_init.shape)}")
-    keys = jax.random.split(key, num_dims)
-
-    def body(carry, inputs):
-        x, cache, prev = carry  # [B, D], cache, [B]
-        d, k = inputs
-        raw, cache = module.apply({"params": params}, prev, d, cache, label,
-                                  method=ARTransformer.decode)  # [B, P]
-        value = draw(k, raw, temperature).astype(jnp.float32)  # [B]
-        return (x.at[:, d].set(value), cache, value), None
-
-    carry = (x_init.reshape(b, num_dims), empty_cache(module, b), jnp.zeros((b,), jnp.float32))
-    (x, _, _), _ = jax.lax.scan(body, carry, (jnp.arange(num_dims), keys))
-    return jax.lax.stop_gradient(x.reshape(x_init.shape))
+    return decode_sample(_decoder(module, params, label), empty_cache(module, x_init.shape[0]),
+                         key, x_init, draw=draw, temperature=temperature)
 
 
 def transformer_cached_raw(module: ARTransformer, params, x: ArrayLike,
@@ -238,15 +231,4 @@ def transformer_cached_raw(module: ARTransformer, params, x: ArrayLike,
     over positions fed x_{d-1}. It equals ``module.apply({"params": params}, x, label)`` to
     float tolerance (the check that the cached step computes what the full forward does)."""
     x = jnp.asarray(x, jnp.float32)
-    b = x.shape[0]
-    flat = x.reshape(b, -1)  # [B, D]
-    prevs = jnp.concatenate([jnp.zeros((b, 1), flat.dtype), flat[:, :-1]], axis=1).T  # [D, B]
-
-    def body(cache, inputs):
-        d, prev = inputs
-        raw, cache = module.apply({"params": params}, prev, d, cache, label,
-                                  method=ARTransformer.decode)
-        return cache, raw
-
-    _, raws = jax.lax.scan(body, empty_cache(module, b), (jnp.arange(flat.shape[1]), prevs))
-    return jnp.moveaxis(raws, 0, 1).reshape(*x.shape, module.num_params)  # [B, *event, P]
+    return decode_raw(_decoder(module, params, label), empty_cache(module, x.shape[0]), x)

@@ -38,19 +38,17 @@ instead of a full O(D layers) pass; under the same key the samples equal the nai
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from gmzoo.families.autoregressive.sampling import check_sampler_inputs
+from gmzoo.families.autoregressive.sampling import (DecodeFn, DrawFn, decode_raw,
+                                                    decode_sample)
 
 Cache = tuple[jax.Array, ...]  # one ring buffer per causal conv: [(k - 1) d, B, C_in]
-DrawFn = Callable[[jax.Array, jax.Array, float], jax.Array]
 
 
 def receptive_field(kernel_size: int, dilations: Sequence[int],
@@ -248,6 +246,13 @@ def wavenet_config_error(module: WaveNet) -> str | None:
     return None
 
 
+def _decoder(module: WaveNet, params, label: jax.Array | None) -> DecodeFn:
+    """:meth:`WaveNet.decode` with the params and label bound: (x_{d-1} [B], d, cache) ->
+    (raw_d [B, P], cache)."""
+    return lambda prev, d, cache: module.apply({"params": params}, prev, d, cache, label,
+                                               method=WaveNet.decode)
+
+
 def wavenet_sample(module: WaveNet, params, key: jax.Array, x_init: ArrayLike, *,
                    draw: DrawFn, temperature: float,
                    label: jax.Array | None = None) -> jax.Array:
@@ -257,22 +262,8 @@ def wavenet_sample(module: WaveNet, params, key: jax.Array, x_init: ArrayLike, *
     jax.random.split(key, D)``), ``draw(keys[t], raw_t [B, P], temperature)``. Under the same
     key it gives the naive sampler's samples to float tolerance. ``params`` is the module's
     parameter tree (no ``{"params": ...}`` wrapper); ``label [B]`` with ``num_classes`` > 0."""
-    check_sampler_inputs(x_init, temperature)
-    x_init = jnp.asarray(x_init, jnp.float32)
-    b, num_dims = x_init.shape[0], math.prod(x_init.shape[1:])
-    keys = jax.random.split(key, num_dims)
-
-    def body(carry, inputs):
-        cache, prev = carry  # cache, [B]
-        t, k = inputs
-        raw, cache = module.apply({"params": params}, prev, t, cache, label,
-                                  method=WaveNet.decode)  # [B, P]
-        value = draw(k, raw, temperature).astype(jnp.float32)  # [B]
-        return (cache, value), value
-
-    carry = (empty_cache(module, b), jnp.zeros((b,), jnp.float32))
-    _, values = jax.lax.scan(body, carry, (jnp.arange(num_dims), keys))  # [D, B]
-    return jax.lax.stop_gradient(values.T.reshape(x_init.shape))
+    return decode_sample(_decoder(module, params, label), empty_cache(module, x_init.shape[0]),
+                         key, x_init, draw=draw, temperature=temperature)
 
 
 def wavenet_cached_raw(module: WaveNet, params, x: ArrayLike,
@@ -281,15 +272,4 @@ def wavenet_cached_raw(module: WaveNet, params, x: ArrayLike,
     ``[B, *event, P]`` of every position from :meth:`WaveNet.decode`, one ``lax.scan`` fed
     x_{t-1}. Equals ``module.apply({"params": params}, x, label)`` to float tolerance."""
     x = jnp.asarray(x, jnp.float32)
-    b = x.shape[0]
-    flat = x.reshape(b, -1)  # [B, D]
-    prevs = jnp.concatenate([jnp.zeros((b, 1), flat.dtype), flat[:, :-1]], axis=1).T  # [D, B]
-
-    def body(cache, inputs):
-        t, prev = inputs
-        raw, cache = module.apply({"params": params}, prev, t, cache, label,
-                                  method=WaveNet.decode)
-        return cache, raw
-
-    _, raws = jax.lax.scan(body, empty_cache(module, b), (jnp.arange(flat.shape[1]), prevs))
-    return jnp.moveaxis(raws, 0, 1).reshape(*x.shape, module.num_params)  # [B, *event, P]
+    return decode_raw(_decoder(module, params, label), empty_cache(module, x.shape[0]), x)

@@ -368,6 +368,9 @@ def _network_error(m: ARConfig, event: tuple[int, ...]) -> str | None:
         if m.first_kernel % 2 == 0 or m.kernel % 2 == 0:
             return (f"first_kernel={m.first_kernel} and kernel={m.kernel} must be odd (a masked "
                     "convolution is centred on its pixel)")
+    if isinstance(m, PixelCNNConfig) and m.features < event[-1]:
+        return (f"model.features={m.features} must be at least the {event[-1]} channels (one "
+                "group each)")
     if isinstance(m, PixelRNNConfig) and min(m.features, m.hidden) < event[-1]:
         return (f"model.features={m.features} and model.hidden={m.hidden} must be at least "
                 f"the {event[-1]} channels (one group each)")

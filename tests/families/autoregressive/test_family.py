@@ -46,6 +46,21 @@ def test_table_rows_and_defaults():
         assert zoo.get(name).samplers[0] == ("cached" if name in CACHED else "naive")
 
 
+@pytest.mark.parametrize("name, setting, fragment", [
+    ("pixelcnn", "model.features=2", "model.features=2 must be at least the 3 channels"),
+    ("gated_pixelcnn", "model.features=2", "model.features=2 must be at least the 3 channels"),
+    ("pixelrnn", "model.hidden=2", "model.hidden=2 must be at least the 3 channels"),
+])
+def test_colour_images_need_a_feature_group_per_channel(name, setting, fragment):
+    """The convolutional and recurrent nets split their features into R, G, B groups: a
+    colour set (e.g. cifar10, [32, 32, 3]) with fewer features than channels is refused by the
+    recipe's check, before any parameter is built."""
+    recipe = zoo.get(name)
+    with pytest.raises(cfglib.ConfigError, match=fragment.replace("(", "\\(")):
+        recipe.check(cfglib.override(recipe.default(), [setting]), (32, 32, 3))
+    recipe.check(recipe.default(), (32, 32, 3))  # the defaults fit colour
+
+
 @pytest.mark.parametrize("name, setting, fragments", [
     ("nade", ["data.binarize=none", "data.scale=levels"],
      ("likelihood=bernoulli takes binary data", "model.likelihood=categorical")),

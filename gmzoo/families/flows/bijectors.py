@@ -36,10 +36,12 @@ so log p(x) = log p_Z(f(x)) + sum_k log_det_k, and sampling runs the inverses in
   random rotation: the QR of a Gaussian, then its LU, in numpy from the ``seed`` field, which
   also fixes P and sign_s, so they are constants and not params (give each layer its own seed).
   det W < 0 is allowed: sign_s carries it [PITFALLS: openai/glow#40].
-- :func:`uniform_dequantize` (Theis et al. 2016, "A note on the evaluation of generative
-  models"): integer levels to (x + u) / L, u ~ U[0, 1)^D. :func:`logit_transform` (Real NVP
-  sec. 4.1): y = logit(alpha + (1 - 2 alpha) x), with its exact log-det. :func:`bits_per_dim`:
-  (NLL / D + log L) / log 2 [PITFALLS: every logit or scaling log-det must be in the NLL].
+- :func:`logit_transform` (Real NVP sec. 4.1): y = logit(alpha + (1 - 2 alpha) x) for x in
+  [0, 1]^D, with its exact log-det. Dequantization and bits/dim are the spine's: the data space
+  (``data.dequantize=true``, :mod:`gmzoo.data.preprocess`) hands the flow x' = (x + u) / L, and
+  ``gmzoo evaluate`` reports (NLL / D + log L) / log 2 for L levels, where NLL = -log p(x') must
+  already include every log-det from x' to the latent, this logit's among them [PITFALLS: a
+  missing term cost 0.92 bits/dim in Kim-Dongjun/Soft-Truncation#2].
 - :class:`Chain`: bijectors composed, log-dets summed; the inverse runs them in reverse.
   :class:`Squeeze` and :class:`LogitTransform` wrap the pure functions for a chain.
 """
@@ -276,16 +278,7 @@ class Invertible1x1Conv(nn.Module):
         return jnp.einsum("ij,bhwj->bhwi", w_inv, y), jnp.full(y.shape[:1], log_det)
 
 
-# ---- dequantization, logit, bits per dimension ---------------------------------------------
-def uniform_dequantize(key: jax.Array, x: jax.typing.ArrayLike, num_levels: int) -> jax.Array:
-    """Integer levels 0..L-1 to (x + u) / L in [0, 1)^D, u ~ U[0, 1)^D (Theis et al. 2016).
-    The 1/L scaling is not returned as a log-det: :func:`bits_per_dim` adds its log L."""
-    if num_levels < 2:
-        raise ValueError(f"num_levels must be >= 2, got {num_levels}")
-    x = jnp.asarray(x, jnp.float32)
-    return (x + jax.random.uniform(key, x.shape, x.dtype)) / num_levels
-
-
+# ---- logit ---------------------------------------------
 def _check_alpha(alpha: float) -> None:
     if not 0.0 <= alpha < 0.5:
         raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")
@@ -323,23 +316,6 @@ class LogitTransform(nn.Module):
 
     def inverse_and_log_det(self, y: jax.Array, cond: jax.Array | None = None):
         return logit_inverse(y, self.alpha)
-
-
-def bits_per_dim(nll_nats_per_example: jax.typing.ArrayLike, num_dims: int,
-                 num_levels: int) -> jax.Array:
-    """(NLL / D + log L) / log 2: the discrete data's bits per dimension, an upper bound under
-    uniform dequantization (Theis et al. 2016).
-
-    ``nll_nats_per_example`` is -log p(x') in nats of the dequantized data x' = (x + u) / L in
-    [0, 1)^D, i.e. -(log p_Z(z) + sum of the log-dets of every map from x' to z): the logit
-    transform's (:func:`logit_transform`), any other rescaling of x' (e.g. to [-0.5, 0.5]), and
-    every bijector's. It must NOT include the 1/L of the dequantization: that is the log L here.
-    """
-    if num_dims < 1 or num_levels < 2:
-        raise ValueError(f"bits_per_dim needs num_dims >= 1 and num_levels >= 2, got "
-                         f"num_dims={num_dims}, num_levels={num_levels}")
-    nll = jnp.asarray(nll_nats_per_example)
-    return (nll / num_dims + jnp.log(float(num_levels))) / jnp.log(2.0)
 
 
 # ---- composition ---------------------------------------------------------------------------

@@ -9,6 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gmzoo.config import DataConfig
+from gmzoo.data import transforms
+from gmzoo.data.preprocess import make_data_space
 from gmzoo.families.flows import bijectors as bj
 
 EVENT = (4, 4, 2)  # D = 32
@@ -219,25 +222,26 @@ def test_actnorm_init_over_a_named_axis_uses_the_global_batch():
 
 
 def test_dequantize_logit_and_bits_per_dim_give_the_exact_uniform_number():
-    """Dequantized 8-bit data under 'logit transform + standard logistic base' has density
-    (1 - 2 alpha)^D exactly (sigmoid of a logistic is uniform), so bits/dim is
+    """Dequantized 8-bit data (the spine's data space, data.dequantize=true) under 'logit
+    transform + standard logistic base' has density (1 - 2 alpha)^D exactly (sigmoid of a
+    logistic is uniform), so the evaluator's bits/dim, (NLL / D + log L) / log 2, is
     8 - log2(1 - 2 alpha) for every example: only if the logit's log-det is counted."""
     alpha, levels = 0.05, 256
+    space = make_data_space(DataConfig(name="mnist5k", dequantize=True), levels)
     x_int = np.random.default_rng(3).integers(0, levels, (3, 2, 2, 3))
 
     @jax.jit
     def bpd_of(x_int):
-        xq = bj.uniform_dequantize(jax.random.key(1), x_int, levels)
+        xq = space.prepare({"image": jnp.asarray(x_int, jnp.float32)}, jax.random.key(1))["image"]
         z, log_det = bj.logit_transform(xq, alpha)
         log_pz = (jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z)).reshape(3, -1).sum(-1)
-        return xq, bj.bits_per_dim(-(log_pz + log_det), 12, levels)
+        nll = -(log_pz + log_det) + 12 * space.dequantization_nats_per_dim
+        return xq, transforms.bits_per_dim(nll, 12)
 
     xq, bpd = bpd_of(x_int)
     np.testing.assert_array_equal(np.floor(np.asarray(xq) * levels), x_int)
     assert np.asarray(xq).min() >= 0.0 and np.asarray(xq).max() < 1.0
     np.testing.assert_allclose(bpd, 8.0 - np.log2(1.0 - 2.0 * alpha), atol=1e-5)
-    np.testing.assert_allclose(bj.bits_per_dim(0.0, 12, 256), 8.0, rtol=1e-6)
-    np.testing.assert_allclose(bj.bits_per_dim(12 * 3 * np.log(2.0), 12, 2), 4.0, rtol=1e-6)
 
 
 def test_bad_settings_are_refused_in_one_line():
@@ -255,5 +259,3 @@ def test_bad_settings_are_refused_in_one_line():
         assert len(str(e.value).splitlines()) == 1
     with pytest.raises(ValueError, match="alpha must be in \\[0, 0.5\\), got 0.5"):
         bj.logit_transform(jnp.zeros((1, 2)), 0.5)
-    with pytest.raises(ValueError, match="num_levels >= 2"):
-        bj.bits_per_dim(1.0, 4, 1)

@@ -6,7 +6,7 @@ label) -> raw [B, *event, P]``, the parameters of each dimension's conditional g
 dimensions before it. So one loss, one likelihood and one naive sampler serve all of them:
 
 - Training minimises the exact negative log-likelihood by teacher forcing, -log p(x) = -sum_d
-  log p(x_d | x_<d) in nats per example (:func:`nll_loss`), with the conditionals of
+  log p(x_d | x_<d) in nats per example (:func:`gmzoo.losses.nll.nll_loss`), with the conditionals of
   :mod:`~gmzoo.families.autoregressive.outputs` (``model.likelihood``: ``bernoulli`` on
   binarized images, ``categorical`` over the levels, ``logistic_mix``, PixelCNN++'s mixture).
 - ``gmzoo evaluate`` reports the exact held-out NLL (``likelihoods``) beside the uniform and
@@ -35,6 +35,7 @@ from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig,
 from gmzoo.families.autoregressive import (dense, outputs, pixelcnn, pixelcnn_cache, pixelrnn,
                                           transformer, wavenet)
 from gmzoo.families.autoregressive.sampling import naive_sample, order_error
+from gmzoo.losses.nll import marginal_log_prob, nll_loss
 from gmzoo.nn.tree import cast_inputs
 from gmzoo.recipes.base import Recipe, sample_labels
 
@@ -58,28 +59,6 @@ def log_prob(raw: jax.Array, x: jax.Array, *, likelihood: str, num_levels: int) 
     *event]`` -> ``[B]`` nats, float32."""
     per_dim = outputs.log_prob(likelihood, raw, x, num_levels)  # [B, *event]
     return jnp.sum(per_dim.reshape(per_dim.shape[0], -1), axis=-1)
-
-
-def nll_loss(params: Any, batch: dict, key: jax.Array, *, log_prob_fn: Callable,
-             conditional: bool) -> tuple[jax.Array, dict]:
-    """Mean -log p(x [| y]) over the batch in nats, by teacher forcing (``log_prob_fn(params,
-    x, label, key) -> [B]``); metrics: ``nll`` (nats per example) and ``bits_per_dim``."""
-    x = batch["image"]
-    label = batch["label"].astype(jnp.int32) if conditional else None
-    nll = -jnp.mean(log_prob_fn(params, x, label, key))
-    dims = math.prod(x.shape[1:])
-    return nll, {"nll": nll, "bits_per_dim": nll / (dims * math.log(2.0))}
-
-
-def marginal_log_prob(log_prob_fn: Callable, params: Any, x: jax.Array,
-                      num_classes: int) -> jax.Array:
-    """log p(x) = log (1/K) sum_y p(x | y) of a class-conditional model, exactly, from
-    ``log_prob_fn(params, x, label) -> [B]``: ``[B]``."""
-    def one(y):
-        return log_prob_fn(params, x, jnp.full((x.shape[0],), y, jnp.int32))
-
-    per_class = jax.lax.map(one, jnp.arange(num_classes))  # [K, B]
-    return jax.nn.logsumexp(per_class, axis=0) - math.log(num_classes)
 
 
 # --- configs ------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ unchanged) and hand each its own resized cond.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -43,8 +42,8 @@ import jax
 import jax.numpy as jnp
 
 from gmzoo.families.flows import bijectors as bj
+from gmzoo.losses.likelihoods import gaussian_log_prob
 
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def cond_at(cond: jax.Array | None, height: int, width: int) -> jax.Array | None:
@@ -59,13 +58,6 @@ def cond_at(cond: jax.Array | None, height: int, width: int) -> jax.Array | None
     if (h, w) == (1, 1):
         return jnp.broadcast_to(cond, (b, height, width, c))
     return jax.image.resize(cond, (b, height, width, c), method="linear")
-
-
-def gaussian_log_prob(z: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-    """sum over the dims of log N(z; mean, exp(log_std)^2)  ``[B]``."""
-    eps = (z - mean) * jnp.exp(-log_std)
-    lp = -0.5 * jnp.square(eps) - log_std - 0.5 * _LOG_2PI
-    return lp.reshape(lp.shape[0], -1).sum(-1)
 
 
 def _split(x: jax.Array) -> tuple[jax.Array, jax.Array]:

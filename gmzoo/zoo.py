@@ -21,6 +21,7 @@ from gmzoo.families.rbm import family as rbm_family
 from gmzoo.families.gmm import family as gmm_family
 from gmzoo.families.ebm import family as ebm_family
 from gmzoo.families.autoregressive import family as ar_family
+from gmzoo.families.flows import family as flow_family
 from gmzoo.recipes.base import Recipe
 from gmzoo.train import evaluate as evaluation
 from gmzoo.train import loop
@@ -34,7 +35,8 @@ MODELS: dict[str, Recipe] = {r.name: r for r in (*vae.RECIPES, *diffusion.RECIPE
                                                  *gan.RECIPES, *cyclegan.RECIPES,
                                                  *image2image.RECIPES, *vae_gan.RECIPES,
                                                  *rbm_family.RECIPES, *gmm_family.RECIPES,
-                                                 *ebm_family.RECIPES, *ar_family.RECIPES)}
+                                                 *ebm_family.RECIPES, *ar_family.RECIPES,
+                                                 *flow_family.RECIPES)}
 
 
 def models() -> dict[str, Recipe]:

@@ -19,14 +19,19 @@ from gmzoo.data.transforms import bits_per_dim
 
 
 def nll_loss(params: Any, batch: dict, key: jax.Array, *, log_prob_fn: Callable,
-             conditional: bool) -> tuple[jax.Array, dict]:
+             conditional: bool, dequantization_nats_per_dim: float = 0.0
+             ) -> tuple[jax.Array, dict]:
     """Mean -log p(x [| y]) over the batch in nats (``log_prob_fn(params, x, label, key) ->
     [B]``, label None unless ``conditional``); metrics: ``nll`` (nats per example) and
-    ``bits_per_dim`` (of the data space the model sees)."""
+    ``bits_per_dim`` of the discrete data: for a density of dequantized data, pass the data
+    space's ``dequantization_nats_per_dim`` (:class:`gmzoo.data.preprocess.DataSpace`; log L
+    on [0, 1)), which bits/dim counts as ``gmzoo evaluate`` does: (NLL / D + log L) / log 2."""
     x = batch["image"]
     label = batch["label"].astype(jnp.int32) if conditional else None
     nll = -jnp.mean(log_prob_fn(params, x, label, key))
-    return nll, {"nll": nll, "bits_per_dim": bits_per_dim(nll, math.prod(x.shape[1:]))}
+    dims = math.prod(x.shape[1:])
+    return nll, {"nll": nll,
+                 "bits_per_dim": bits_per_dim(nll + dims * dequantization_nats_per_dim, dims)}
 
 
 def marginal_log_prob(log_prob_fn: Callable, params: Any, x: jax.Array,

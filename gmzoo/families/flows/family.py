@@ -236,9 +236,9 @@ def _recipe(name: str, description: str, model: FlowConfig, tiny: tuple[str, ...
 RECIPES: tuple[Recipe, ...] = (
     _recipe("realnvp", "Real NVP: affine couplings (checkerboard and channel masks), squeeze, "
             "multi-scale factoring out; exact likelihood", RealNVPConfig(),
-            ("model.num_scales=2", "model.hidden=8", "model.num_layers=1")),
+            ("model.num_scales=1", "model.hidden=8", "model.num_layers=1")),
     _recipe("glow", "Glow: ActNorm, invertible 1x1 convolution (LU), affine coupling; split "
             "with a learned prior; sampling at a temperature", GlowConfig(),
-            ("model.num_levels=2", "model.steps_per_level=2", "model.hidden=8",
+            ("model.num_levels=2", "model.steps_per_level=1", "model.hidden=8",
              "model.num_layers=1")),
 )

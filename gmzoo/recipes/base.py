@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gmzoo.config import ExperimentConfig
+from gmzoo.config import ConfigError, ExperimentConfig
 
 
 class Translation(NamedTuple):
@@ -135,3 +135,14 @@ def sample_labels(n: int, sampling: Any, num_classes: int) -> jax.Array:
     if sampling.class_label >= 0:
         return jnp.full((n,), sampling.class_label, jnp.int32)
     return jnp.arange(n, dtype=jnp.int32) % num_classes
+
+
+def check_class_label(model: Any, class_label: int) -> None:
+    """Refuses (ConfigError, one line) a ``sample.class_label`` the model cannot take: any
+    label of an unconditional model (``model.num_classes`` 0), or one outside 0..K-1."""
+    if class_label >= 0 and not model.num_classes:
+        raise ConfigError(f"sample.class_label={class_label}: model {model.name} is "
+                          "unconditional (set model.num_classes to train a conditional one)")
+    if class_label >= model.num_classes > 0:
+        raise ConfigError(f"sample.class_label={class_label}: the model has classes "
+                          f"0..{model.num_classes - 1}")

@@ -38,7 +38,7 @@ from gmzoo.families.autoregressive import (dense, outputs, pixelcnn, pixelcnn_ca
 from gmzoo.families.autoregressive.sampling import naive_sample, order_error
 from gmzoo.losses.nll import marginal_log_prob, nll_loss
 from gmzoo.nn.tree import cast_inputs
-from gmzoo.recipes.base import Recipe, sample_labels
+from gmzoo.recipes.base import Recipe, check_class_label, sample_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,12 +370,7 @@ def _network_error(m: ARConfig, event: tuple[int, ...]) -> str | None:
 
 
 def _check_sampling(m: ARConfig, s: ARSampleConfig) -> None:
-    if s.class_label >= 0 and not m.num_classes:
-        raise ConfigError(f"sample.class_label={s.class_label}: model {m.name} is "
-                          "unconditional (set model.num_classes to train a conditional one)")
-    if s.class_label >= m.num_classes > 0:
-        raise ConfigError(f"sample.class_label={s.class_label}: the model has classes "
-                          f"0..{m.num_classes - 1}")
+    check_class_label(m, s.class_label)
 
 
 # --- defaults -----------------------------------------------------------------------------

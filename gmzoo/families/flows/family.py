@@ -36,7 +36,7 @@ from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig,
 from gmzoo.families.flows import bijectors, models
 from gmzoo.losses.nll import marginal_log_prob, nll_loss
 from gmzoo.nn.tree import cast_inputs
-from gmzoo.recipes.base import Recipe, sample_labels
+from gmzoo.recipes.base import Recipe, check_class_label, sample_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,12 +205,7 @@ def _check(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
 
 
 def _check_sampling(m: FlowConfig, s: FlowSampleConfig) -> None:
-    if s.class_label >= 0 and not m.num_classes:
-        raise ConfigError(f"sample.class_label={s.class_label}: model {m.name} is "
-                          "unconditional (set model.num_classes to train a conditional one)")
-    if s.class_label >= m.num_classes > 0:
-        raise ConfigError(f"sample.class_label={s.class_label}: the model has classes "
-                          f"0..{m.num_classes - 1}")
+    check_class_label(m, s.class_label)
 
 
 # --- defaults -----------------------------------------------------------------------------

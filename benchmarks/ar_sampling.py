@@ -40,6 +40,11 @@ sample (the process's CPU time over the call, all threads) is given beside the w
 share of the CPU other processes used meanwhile (from /proc/stat, as benchmarks/run.py measures
 it) and the load average are recorded per model: on a loaded machine every figure is an upper
 bound of the time. JSON with every call: benchmarks/results/ar_sampling.json.
+
+The priors over VQ-VAE codes (issue 12, ``--models vqvae_prior,vqvae_prior_transformer``):
+``vqvae_prior``'s default gated PixelCNN and transformer over the 7 x 7 code map of 512 levels
+that ``gmzoo train vqvae`` gives on mnist5k (``VQ_PRIORS``), timed the same way; JSON:
+benchmarks/results/ar_sampling_vq.json.
 """
 
 from __future__ import annotations
@@ -71,6 +76,13 @@ MODELS = {
     "wavenet": [*BINARY_MNIST, "model.likelihood=bernoulli"],
     "nade": [],
 }
+# The priors over VQ-VAE codes (issue 12): `gmzoo train vqvae_prior`'s networks at their default
+# config (model.prior=gated_pixelcnn | transformer) over the code map of `gmzoo train vqvae`'s
+# default on mnist5k: 7 x 7 codes of K = 512 levels, categorical conditionals (the gated
+# PixelCNN reads each code through its learned embedding). No first-stage run is needed to time
+# them: the networks are built as `vqvae_prior`'s build builds them.
+VQ_PRIORS = {"vqvae_prior": "gated_pixelcnn", "vqvae_prior_transformer": "transformer"}
+VQ_CODES = ((7, 7), 512)
 # samples per call (full, quick). The naive sampler is D = 784 full passes per call: about 60 s
 # per transformer sample, 18 s gated PixelCNN, 6 s PixelCNN, 3 s NADE, 2.4 s WaveNet on 2 loaded
 # cores (load average 7-9), so B = 2 with 3 repeats and the warm-up keeps the whole benchmark
@@ -95,8 +107,9 @@ def run_model(model: str, batch: int, repeats: int) -> dict:
 
     from gmzoo import config as cfglib
     from gmzoo import zoo
-    from gmzoo.families.autoregressive.sampling import naive_sample
 
+    if model in VQ_PRIORS:
+        return run_vq_prior(model, batch, repeats)
     cfg = cfglib.override(zoo.get(model).default(), MODELS[model])
     run = zoo.setup(cfg)
     nets = run.module
@@ -113,6 +126,36 @@ def run_model(model: str, batch: int, repeats: int) -> dict:
                                  "label": jnp.zeros((INIT_EXAMPLES,), jnp.int32)}, data_key)
     assert set(np.unique(np.asarray(example["image"]))) <= {0.0, 1.0}
     params = run.recipe.init(nets, init_key, example)["params"]
+    out = {"model": model, "overrides": MODELS[model]}
+    return time_samplers(out, nets, params, (batch, *run.image_shape), temperature, repeats,
+                         binary=True)
+
+
+def run_vq_prior(model: str, batch: int, repeats: int) -> dict:
+    """The prior network of ``vqvae_prior`` (``VQ_PRIORS``) over a 7 x 7 map of 512 codes."""
+    import jax
+    import jax.numpy as jnp
+
+    from gmzoo.families.vqvae import prior
+
+    m = prior.VQPriorConfig(prior=VQ_PRIORS[model])
+    (h, w), num_codes = VQ_CODES
+    nets = prior._network(m, (h, w), num_codes, 0)
+    params = nets.net.init(jax.random.key(0), jnp.zeros((2, h, w, 1)))["params"]
+    out = {"model": model, "prior": m.prior, "codes": [h, w, num_codes]}
+    return time_samplers(out, nets, params, (batch, h, w, 1), 1.0, repeats, binary=False)
+
+
+def time_samplers(out: dict, nets, params, shape: tuple[int, ...], temperature: float,
+                  repeats: int, *, binary: bool) -> dict:
+    """Compile, warm up and time ``nets``'s cached and naive samplers on ``x_init`` zeros of
+    ``shape``, alternating; ``out`` gains the figures."""
+    import jax
+    import jax.numpy as jnp
+
+    from gmzoo.families.autoregressive.sampling import naive_sample
+
+    model, batch = out["model"], shape[0]
     num_params = int(sum(np.size(p) for p in jax.tree.leaves(params)))
 
     def cached(params, key, x_init):
@@ -123,12 +166,12 @@ def run_model(model: str, batch: int, repeats: int) -> dict:
         return naive_sample(lambda x: nets.apply_fn(params, x), key, x_init, draw=nets.draw,
                             temperature=temperature)
 
-    x_init = jnp.zeros((batch, *run.image_shape), jnp.float32)
+    x_init = jnp.zeros(shape, jnp.float32)
     key0 = jax.random.key(0)
-    out = {"model": model, "params": num_params, "batch": batch, "repeats": repeats,
-           "dims": int(np.prod(run.image_shape)), "temperature": temperature,
-           "overrides": MODELS[model], "backend": jax.default_backend(),
-           "jax": jax.__version__, "cpus": len(os.sched_getaffinity(0))}
+    out.update({"params": num_params, "batch": batch, "repeats": repeats,
+                "dims": int(np.prod(shape[1:])), "temperature": temperature,
+                "backend": jax.default_backend(), "jax": jax.__version__,
+                "cpus": len(os.sched_getaffinity(0))})
     compiled = {}
     for name, fn in (("cached", cached), ("naive", naive)):
         t0 = time.perf_counter()
@@ -154,7 +197,8 @@ def run_model(model: str, batch: int, repeats: int) -> dict:
         out[f"{name}_warmup_ms_per_sample"] = ms
         log(f"  {model}: {name} warm-up call {ms * batch / 1e3:.1f} s ({ms:.1f} ms/sample)")
     mismatches = [compare(warm["cached"], warm["naive"])]
-    assert set(np.unique(warm["cached"])) <= {0.0, 1.0}
+    if binary:
+        assert set(np.unique(warm["cached"])) <= {0.0, 1.0}
     for name in ("cached", "naive"):
         out[f"{name}_ms"], out[f"{name}_cpu_ms"] = [], []
     out["loadavg"] = []
@@ -232,7 +276,7 @@ def print_table(rows: list[dict]) -> None:
         print(" | ".join(x.ljust(w) for x, w in zip(line, widths)))
         if i == 0:
             print("-+-".join("-" * w for w in widths))
-    print(f"ms per sample: wall time of one jitted call drawing B samples of 28 x 28 binary pixels "
+    print(f"ms per sample: wall time of one jitted call drawing B samples (28 x 28 binary pixels; 7 x 7 codes of 512 levels for the VQ priors) "
           f"/ B, median over the repeats (fastest call in brackets), compile and one warm-up call "
           f"excluded; ratio = naive / cached (> 1: the cache is faster). Same samples: every "
           f"timed pair (same key) equal element for element. Others' CPU: the share of all "
@@ -245,11 +289,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--quick", action="store_true",
                    help=f"batch {BATCH[1]}, one repeat: a smoke run, not figures")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
+    names = (*MODELS, *VQ_PRIORS)
+    p.add_argument("--models", default=",".join(MODELS),
+                   help=f"comma-separated, from {', '.join(names)} (default: {', '.join(MODELS)})")
     p.add_argument("--batch", type=int, default=None,
                    help=f"samples per call (default {BATCH[0]}, quick {BATCH[1]})")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per sampler (default 3, quick 1)")
-    p.add_argument("--worker", choices=tuple(MODELS), help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=names, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     opts.batch = opts.batch or BATCH[opts.quick]
     opts.repeats = opts.repeats or (1 if opts.quick else 3)
@@ -257,9 +303,9 @@ def main(argv=None) -> int:
         print(json.dumps(run_model(opts.worker, opts.batch, opts.repeats)))
         return 0
     models = [x.strip() for x in opts.models.split(",") if x.strip()]
-    unknown = [x for x in models if x not in MODELS]
+    unknown = [x for x in models if x not in names]
     if unknown or not models or opts.repeats < 1 or opts.batch < 1:
-        p.error(f"--models takes names from {', '.join(MODELS)}, --repeats and --batch >= 1; "
+        p.error(f"--models takes names from {', '.join(names)}, --repeats and --batch >= 1; "
                 f"got {opts.models!r}")
     t0 = time.perf_counter()
     runs, rows = [], []
@@ -285,7 +331,8 @@ def main(argv=None) -> int:
                           "python": platform.python_version()},
               "batch": opts.batch, "repeats": opts.repeats, "quick": opts.quick, "wall_s": wall,
               "loadavg_end": load, "target": TARGET, "rows": rows, "runs": runs}
-    path = os.path.join(HERE, "results", "ar_sampling.json")
+    stem = "ar_sampling_vq" if set(models) <= set(VQ_PRIORS) else "ar_sampling"
+    path = os.path.join(HERE, "results", f"{stem}.json")
     with open(path, "w") as f:
         json.dump(record, f, indent=2)
     print(f"results: {os.path.relpath(path, ROOT)}")

@@ -130,7 +130,7 @@ _SAMPLE_FLAGS = ("sampler", "steps", "eta", "guidance", "guide", "class_label", 
 def cmd_sample(args: argparse.Namespace) -> None:
     from gmzoo import zoo
     from gmzoo.train import workdir as folder
-    from gmzoo.train.loop import load_run, save_samples
+    from gmzoo.train.loop import inference_params, load_run, save_samples
 
     if args.steps is not None and args.steps <= 0:
         raise ConfigError(f"--steps={args.steps} must be a positive number of sampler steps; "
@@ -153,7 +153,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.sampler is not None and args.steps is None:
         overrides.append("sample.steps=0")  # another sampler: its own default step count
     run, state = load_run(args.workdir, zoo.get, step=_step(args), overrides=overrides)
-    save_samples(run, state.ema_params, out, args.n, seed=args.seed)
+    save_samples(run, inference_params(run, state), out, args.n, seed=args.seed)
     folder.register(args.workdir, out)  # gmzoo's file: --overwrite of the run deletes it
     what = ("test examples (source | output | target)" if run.recipe.translate is not None
             else "samples")

@@ -22,6 +22,9 @@ from gmzoo.families.gmm import family as gmm_family
 from gmzoo.families.ebm import family as ebm_family
 from gmzoo.families.autoregressive import family as ar_family
 from gmzoo.families.flows import family as flow_family
+from gmzoo.families.vqvae import family as vq_family
+from gmzoo.families.vqvae import prior as vq_prior
+from gmzoo.families.flows import superres
 from gmzoo.recipes.base import Recipe
 from gmzoo.train import evaluate as evaluation
 from gmzoo.train import loop
@@ -36,7 +39,9 @@ MODELS: dict[str, Recipe] = {r.name: r for r in (*vae.RECIPES, *diffusion.RECIPE
                                                  *image2image.RECIPES, *vae_gan.RECIPES,
                                                  *rbm_family.RECIPES, *gmm_family.RECIPES,
                                                  *ebm_family.RECIPES, *ar_family.RECIPES,
-                                                 *flow_family.RECIPES)}
+                                                 *flow_family.RECIPES,
+                                                 *superres.RECIPES, *vq_family.RECIPES,
+                                                 *vq_prior.RECIPES)}
 
 
 def models() -> dict[str, Recipe]:
@@ -91,7 +96,7 @@ def sample(workdir: str, n: int = 64, *, seed: int = 0, overrides: list[str] | t
     drawn with its EMA parameters and any of its samplers and settings (``overrides`` such as
     ``"sample.sampler=ddim"``, ``"sample.steps=50"``)."""
     run, state = loop.load_run(workdir, get, overrides=list(overrides), **kw)
-    return loop.sample_images(run, state.ema_params, n, seed, mean=mean)
+    return loop.sample_images(run, loop.inference_params(run, state), n, seed, mean=mean)
 
 
 def evaluate(workdir: str, **kw) -> dict:

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from gmzoo import zoo
-from gmzoo.train.loop import heldout_metrics, sample_images
+from gmzoo.train.loop import heldout_metrics, inference_params, sample_images
 
 RUN = ["train.batch_size=16", "train.steps=2", "train.log_every=1", "train.checkpoint_every=1",
        "train.eval_every=0", "train.sample_every=0", "train.progress_bar=false",
        "eval.batch_size=16", "eval.max_examples=16", "eval.num_samples=16"]
-# A two-stage row is trained on the tiny run of this model (by its first-stage field).
-FIRST_STAGE_MODEL = {"autoencoder": "ae"}
+# A two-stage row is trained on the tiny run of this first-stage model.
+FIRST_STAGE_MODEL = {"latent_ddpm": "ae", "vqvae_prior": "vqvae"}
 NAMES = sorted(zoo.models())
 
 
@@ -31,13 +31,12 @@ def tiny(name: str, extra=()) -> list[str]:
 
 @pytest.fixture(scope="module")
 def first_stages(tmp_path_factory):
-    """Workdirs of trained tiny first stages, by the field that names them (built on demand)."""
+    """Workdirs of trained tiny first stages, by model and data settings (built on demand)."""
     made = {}
 
-    def get(field: str, data_overrides: list[str]) -> str:
-        key = (field, tuple(data_overrides))
+    def get(model: str, data_overrides: list[str]) -> str:
+        key = (model, tuple(data_overrides))
         if key not in made:
-            model = FIRST_STAGE_MODEL[field]
             wd = str(tmp_path_factory.mktemp(f"stage_{model}"))
             zoo.train(zoo.config(model, tiny(model) + data_overrides), wd, verbose=False,
                       overwrite=True)
@@ -59,7 +58,7 @@ def test_row_contract(name, tmp_path, first_stages):
         default = zoo.get(name).default()
         data = [f"data.binarize={default.data.binarize}", f"data.scale={default.data.scale}",
                 f"data.dequantize={str(default.data.dequantize).lower()}"]
-        extra = [f"model.{recipe.first_stage}={first_stages(recipe.first_stage, data)}"]
+        extra = [f"model.{recipe.first_stage}={first_stages(FIRST_STAGE_MODEL[name], data)}"]
     cfg = zoo.config(name, tiny(name, extra))
     assert type(cfg.sample) is recipe.sample_cls and type(cfg.eval) is recipe.eval_cls
 
@@ -69,11 +68,12 @@ def test_row_contract(name, tmp_path, first_stages):
     assert all(np.all(np.isfinite(x)) for x in leaves(state.params) if x.dtype.kind == "f")
 
     run = zoo.setup(cfg)
-    x = sample_images(run, state.ema_params, 4, seed=0)
+    params = inference_params(run, state)
+    x = sample_images(run, params, 4, seed=0)
     assert x.shape == (4, *run.image_shape) and np.all(np.isfinite(x))
     if not run.points:
         assert np.all((x >= 0) & (x <= 1)), (x.min(), x.max())
-    metrics = heldout_metrics(run, state.ema_params, limit=16)
+    metrics = heldout_metrics(run, params, limit=16)
     assert "loss" in metrics and all(np.isfinite(v) for v in metrics.values()), metrics
 
     # Resume from step 1 (a copy of the run without its step-2 checkpoint) to the bit.

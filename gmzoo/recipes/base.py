@@ -64,8 +64,8 @@ class Recipe:
         with ``loss`` and ``finite``, as :func:`gmzoo.train.step.make_train_step`'s). ``None``:
         the loop minimises ``loss`` with ``make_optimizer(config.optim)``. ``loss`` is still
         what held-out evaluation reports.
-      translate: for image-to-image models, ``translate(model_cfg, module) -> fn(params, batch,
-        key) -> Translation`` on a prepared batch of the data set (the recipe builds the source
+      translate: for image-to-image models, ``translate(model_cfg, module, *, sampling) ->
+        fn(params, batch, key) -> Translation`` (``sampling``: the ``sample`` section) on a prepared batch of the data set (the recipe builds the source
         from it: a masked or shrunk image, the other domain). The spine then draws "samples" as
         translations of the test split: grids of source | output | target, FD/KID of the
         outputs, and PSNR/SSIM of the output and of the baseline against the target.
@@ -91,6 +91,12 @@ class Recipe:
         over the model table (tests/test_model_table.py) trains every row with them.
       uses_labels: ``uses_labels(model_cfg) -> bool``: whether the model reads the labels (the
         spine then checks ``model.num_classes`` against the data set's classes).
+      inference_state: the model-state collections (see ``init``) that are part of the model
+        at inference, not only of training (a VQ-VAE's EMA codebook ``"vq_state"``): sampling,
+        the likelihoods, the held-out loss, ``translate`` and ``report`` then get ``params`` =
+        ``{**ema_params, collection: model_state[collection], ...}``
+        (:func:`gmzoo.train.loop.inference_params`), and so does a second stage built on the
+        run. Empty (the default): they get the EMA parameters alone.
     """
 
     name: str
@@ -116,6 +122,7 @@ class Recipe:
     report: Callable[[Any, Any, str], dict] | None = None
     uses_labels: Callable[[Any], bool] | None = None
     first_stage: str = ""
+    inference_state: tuple[str, ...] = ()
     tiny: tuple[str, ...] = ()
 
     @property

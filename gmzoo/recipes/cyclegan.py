@@ -220,7 +220,7 @@ def _train_step(config: ExperimentConfig, nets, **kw):
                            **kw)
 
 
-def _translate(m: CycleGANConfig, nets: CycleGANNets) -> Callable:
+def _translate(m: CycleGANConfig, nets: CycleGANNets, *, sampling=None) -> Callable:
     """``translate(params, batch, key) -> Translation``: every image a of the batch taken as
     domain A; output G(a), target T(a) (the known map into B), baseline a. ``key`` is unused
     (G is deterministic)."""

@@ -296,7 +296,7 @@ def _train_step(config: ExperimentConfig, nets: I2INets, *, prepare, **kw):
                            prepare=prepare_pair, **kw)
 
 
-def _translate(m, nets: I2INets) -> Callable:
+def _translate(m, nets: I2INets, *, sampling=None) -> Callable:
     """``translate(params, batch, key) -> Translation`` on a prepared batch: the source made
     from the batch's images with ``key``, G(source) in train mode (module docstring), and the
     baseline: pix2pix, the source shown as an image; srgan, clipped bicubic upsampling."""

@@ -94,8 +94,8 @@ def _init(nets: LatentNets, key, batch):
     """Denoiser initialised; the autoencoder's EMA weights and latent statistics copied in."""
     from gmzoo.data.pipeline import ordered_batches
 
-    ae_run, ae_state = nets.stage.run, nets.stage.state
-    ae_params = jax.device_get(ae_state.ema_params)
+    ae_run = nets.stage.run
+    ae_params = jax.device_get(nets.stage.params)
     encode = jax.jit(lambda x: _encode(nets, ae_params, x))
     prep_key = jax.random.key(ae_run.config.eval.seed)
     codes = np.concatenate([

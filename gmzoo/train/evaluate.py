@@ -23,8 +23,8 @@ from gmzoo.metrics import baselines, classifier, image, modes, points, sample_qu
 from gmzoo.data.pipeline import ordered_batches
 from gmzoo import config as cfglib
 from gmzoo.config import ConfigError
-from gmzoo.train.loop import (Run, Table, heldout_metrics, load_run, sample_images, setup,
-                              translate_images)
+from gmzoo.train.loop import (Run, Table, heldout_metrics, inference_params, load_run,
+                              sample_images, setup, translate_images)
 
 # Training examples read for the baselines, the feature net and the FD reference (all of the
 # embedded sets; the first 10,000 of a large TFDS set).
@@ -178,7 +178,7 @@ def evaluate(workdir: str, table: Table, *, overrides: list[str] | None = None,
     """Evaluates the latest checkpoint in ``workdir`` (EMA parameters) and writes
     ``<workdir>/eval/step_<N>.json``; ``table`` names the families (``gmzoo.zoo.get``)."""
     run, state = load_run(workdir, table, step=step, overrides=overrides)  # step: --step
-    params = state.ema_params
+    params = inference_params(run, state)
     cfg = run.config
     step = int(jax.device_get(state.step))
     if run.points:  # no pixels: no per-pixel baselines, no feature net
@@ -269,7 +269,7 @@ def sampler_sweep(workdir: str, specs: list[str], table: Table, *,
     rows = []
     for spec, setting in zip(specs, settings):
         r = dataclasses.replace(run, config=cfglib.override(run.config, setting))
-        q = sample_quality_report(r, state.ema_params, test01, train01, workdir)
+        q = sample_quality_report(r, inference_params(r, state), test01, train01, workdir)
         rows.append({"sampler": spec, **q})
         if verbose:
             fd = next(v for k, v in q.items() if k.startswith("FD-") and "reference" not in k)

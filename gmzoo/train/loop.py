@@ -84,7 +84,8 @@ class Run:
     def translate_fn(self) -> Callable:
         """Compiled ``(params, raw_batch, prep_key, key) -> Translation`` of an image-to-image
         model (``Recipe.translate``), outputs in the data space (built once)."""
-        translate, prepare = self.recipe.translate(self.config.model, self.module), self.space.prepare
+        translate = self.recipe.translate(self.config.model, self.module, sampling=self.config.sample)
+        prepare = self.space.prepare
         return jax.jit(lambda params, batch, prep_key, key: translate(params, prepare(batch, prep_key), key))
 
     @functools.lru_cache(maxsize=2)
@@ -125,6 +126,11 @@ class Stage:
     @property
     def state(self) -> TrainState:
         return self.loaded[1]
+
+    @property
+    def params(self) -> Any:
+        """What the first stage's model reads at inference (:func:`inference_params`)."""
+        return inference_params(self.run, self.state)
 
 
 def setup(config: ExperimentConfig, table: Table, *, devices: list | None = None) -> Run:
@@ -234,6 +240,21 @@ def optimizer_and_step(run: Run, *, with_model_state: bool) -> tuple[Any, Callab
         return run.recipe.train_step(cfg, run.module, **kw)
     tx = make_optimizer(cfg.optim, cfg.train.steps)
     return tx, make_train_step(run.loss_fn, tx, ema_decay=cfg.optim.ema_decay, **kw)
+
+
+def inference_params(run: Run, state: TrainState) -> Any:
+    """What sampling and evaluation read from a train state: its EMA parameters, with the
+    model-state collections the recipe names in ``Recipe.inference_state`` beside them
+    (``{**ema_params, collection: model_state[collection]}``; a VQ-VAE's EMA codebook)."""
+    extra = {c: state.model_state[c] for c in run.recipe.inference_state
+             if isinstance(state.model_state, dict) and c in state.model_state}
+    if not extra:
+        return state.ema_params
+    clash = sorted(set(extra) & set(state.ema_params))
+    if clash:
+        raise ValueError(f"model state {clash} has the name of a parameter collection; rename "
+                         "one of them (Recipe.inference_state)")
+    return {**state.ema_params, **extra}
 
 
 def heldout_metrics(run: Run, params: Any, *, limit: int = 0) -> dict[str, float]:
@@ -453,9 +474,9 @@ def train(config: ExperimentConfig, workdir: str, table: Table, *, resume: bool 
                 if "loss" in means:
                     bar.set_postfix(loss=f"{means['loss']:.4g}", it_s=f"{means['steps_per_sec']:.1f}")
             if tcfg.eval_every and due(tcfg.eval_every):
-                log.write(step, "eval", heldout_metrics(run, state.ema_params))
+                log.write(step, "eval", heldout_metrics(run, inference_params(run, state)))
             if tcfg.sample_every and due(tcfg.sample_every) and lead:
-                save_samples(run, state.ema_params, os.path.join(samples_dir, f"step_{step:07d}.png"),
+                save_samples(run, inference_params(run, state), os.path.join(samples_dir, f"step_{step:07d}.png"),
                              64, seed=config.eval.seed)
             if due(tcfg.checkpoint_every):
                 ckpt.save(step, state, data_state=batches.get_state(), config=config_dict)

@@ -34,7 +34,7 @@ class OneByOne(nn.Module):
         return jnp.tanh(nn.Conv(1, (1, 1))(x))
 
 
-def _translate(m, module):
+def _translate(m, module, *, sampling=None):
     def fn(params, batch, key):
         del key
         target = batch["image"]  # [B, H, W, C] in [-1, 1]

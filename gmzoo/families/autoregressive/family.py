@@ -173,8 +173,13 @@ class TransformerConfig(ARConfig):
 class ARNets:
     """What ``build`` makes: the network (a Linen module keeping the family's contract), the
     conditional of each dimension, the shape of one example, and the network's cached sampler
-    (``cached(module, params, key, x_init, *, draw, temperature, label) -> x``; None: the
-    naive sampler only)."""
+    (``cached(module, params, key, x_init, *, draw, temperature, label) -> x``, and ``cond=``
+    for the networks that take one; None: the naive sampler only).
+
+    ``cond``: a spatial map ``[B, H, W, E]`` at x's H, W, for the networks built with
+    ``cond_channels`` E > 0 (:class:`~gmzoo.families.autoregressive.pixelcnn.GatedPixelCNN`,
+    :class:`~gmzoo.families.autoregressive.transformer.ARTransformer`); None for every
+    other network (it is then not passed at all, so they keep ``net(x, label)``)."""
 
     net: Any
     likelihood: str
@@ -183,27 +188,56 @@ class ARNets:
     num_classes: int
     cached: Callable | None
 
-    def apply_fn(self, params: Any, x: jax.Array, label: jax.Array | None = None, **kw):
-        """``raw [B, *event, P]`` at ``params`` (x cast to the parameters' dtype)."""
-        return self.net.apply({"params": params}, *cast_inputs(params, x), label, **kw)
+    def _cond_kw(self, cond: jax.Array | None) -> dict:
+        """``{"cond": cond}``, or {} for cond None; a cond the network cannot take is refused
+        (ValueError)."""
+        if cond is None:
+            return {}
+        if not isinstance(self.net, (pixelcnn.GatedPixelCNN, transformer.ARTransformer)):
+            raise ValueError(f"{type(self.net).__name__} takes no spatial cond; only the gated "
+                             "PixelCNN and the transformer do (built with cond_channels > 0)")
+        return {"cond": cond}
 
-    def log_prob(self, params: Any, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
-        """Exact log p(x [| label]) ``[B]`` in nats (a MADE ensemble: its mixture)."""
+    def apply_fn(self, params: Any, x: jax.Array, label: jax.Array | None = None,
+                 cond: jax.Array | None = None, **kw):
+        """``raw [B, *event, P]`` at ``params`` (x and cond cast to the parameters' dtype)."""
+        self._cond_kw(cond)  # refuses a cond the network cannot take, before any work
+        x, cond = cast_inputs(params, x, cond)
+        return self.net.apply({"params": params}, x, label, **self._cond_kw(cond), **kw)
+
+    def log_prob(self, params: Any, x: jax.Array, label: jax.Array | None = None,
+                 cond: jax.Array | None = None) -> jax.Array:
+        """Exact log p(x [| label, cond]) ``[B]`` in nats (a MADE ensemble: its mixture)."""
         if isinstance(self.net, dense.MADE) and self.net.num_masks > 1:
+            self._cond_kw(cond)  # refuses a cond
             return dense.made_log_prob(self.net, params, x, self._log_prob_fn, label)
-        return log_prob(self.apply_fn(params, x, label), x, likelihood=self.likelihood,
+        return log_prob(self.apply_fn(params, x, label, cond), x, likelihood=self.likelihood,
                         num_levels=self.num_levels)
 
     def training_log_prob(self, params: Any, x: jax.Array, label: jax.Array | None,
-                          key: jax.Array) -> jax.Array:
+                          key: jax.Array, cond: jax.Array | None = None) -> jax.Array:
         """log p(x) of the objective ``[B]``: :meth:`log_prob`, except for a MADE ensemble,
         which trains one mask drawn uniformly per step (order-agnostic training, Germain et al.
         2015, sec. 4.2)."""
         if isinstance(self.net, dense.MADE) and self.net.num_masks > 1:
             k = jax.random.randint(key, (), 0, self.net.num_masks)
-            return log_prob(self.apply_fn(params, x, label, mask_index=k), x,
+            return log_prob(self.apply_fn(params, x, label, cond, mask_index=k), x,
                             likelihood=self.likelihood, num_levels=self.num_levels)
-        return self.log_prob(params, x, label)
+        return self.log_prob(params, x, label, cond)
+
+    def sample(self, params: Any, key: jax.Array, x_init: jax.Array, *,
+               temperature: float = 1.0, label: jax.Array | None = None,
+               cond: jax.Array | None = None, cached: bool = True) -> jax.Array:
+        """x ~ prod_d p_T(x_d | x_<d [, label, cond]) ``[B, *event]`` (the shape of ``x_init``),
+        one dimension at a time: the network's cached sampler when ``cached`` and it has one,
+        else :func:`~gmzoo.families.autoregressive.sampling.naive_sample` (both split ``key``
+        alike and give the same samples). A MADE ensemble samples from its first mask here."""
+        kw = self._cond_kw(cond)
+        if cached and self.cached is not None:
+            return self.cached(self.net, params, key, x_init, draw=self.draw,
+                               temperature=temperature, label=label, **kw)
+        return naive_sample(lambda x: self.apply_fn(params, x, label, cond), key, x_init,
+                            draw=self.draw, temperature=temperature)
 
     def _log_prob_fn(self, raw: jax.Array, x: jax.Array) -> jax.Array:
         return outputs.log_prob(self.likelihood, raw, x, self.num_levels)

@@ -1,6 +1,7 @@
 """PixelCNN (van den Oord et al. 2016a, "Pixel Recurrent Neural Networks", sec. 3.4) and the
 gated PixelCNN (van den Oord et al. 2016b, "Conditional Image Generation with PixelCNN
-Decoders", sec. 2.1-2.3): ``net(x [B, H, W, C], label=None) -> raw [B, H, W, C, P]``.
+Decoders", sec. 2.1-2.3): ``net(x [B, H, W, C], label=None) -> raw [B, H, W, C, P]``, the gated
+one also ``net(x, label=None, cond=cond [B, H, W, E])``.
 
 Masked convolutions (2016a, Fig. 4). Pixel (i, j) of the output sees the input pixels before it
 in raster order, and at the centre pixel a channel-group mask: the features are split into C
@@ -28,6 +29,20 @@ mask (type A at k = 0). 1x1 convolutions inside the stacks keep their centre (ty
 nothing is masked away [PITFALLS: anantzoid/Conditional-PixelCNN-decoder#6, #9]. The output
 is ReLU, 1x1 type B, ReLU, 1x1 type B of the skip sum. A label (``num_classes > 0``) enters as a
 learned embedding added to every pre-activation.
+
+Spatial conditioning of the gated PixelCNN (2016b, eq. 5; ``cond_channels`` E > 0): a map
+``cond [B, H, W, E]`` at the image's own size (e.g. VQ-VAE-2's top codes, embedded and upsampled
+by the caller) enters every gated layer of both stacks through unmasked 1x1 convolutions,
+
+    v_pre += V_v cond,    h_pre += V_h cond      (V_k = [V_v, V_h]: [E, 4F], no bias),
+
+so s = m(h) is location dependent: pixel (i, j) of a stack gets cond[i, j] (the vertical stack's
+reaches the horizontal one at row i + 1 through the link). cond is observed whole, so it needs
+no mask, and x stays causal: cond's path never touches x.
+
+Code-embedding input of the gated PixelCNN (``input_embedding`` E > 0, one channel only):
+the integer level x in [0, L) enters as a learned ``nn.Embed(L, E)`` row instead of the
+scaled scalar 2x / (L - 1) - 1 (codes of a VQ-VAE are unordered categories).
 
 Both modules also expose the incremental pieces their cached samplers
 (:mod:`gmzoo.families.autoregressive.pixelcnn_cache`) run: the same layers, on windows of
@@ -128,6 +143,14 @@ def fields_error(module: nn.Module) -> str | None:
     minimum = 1 if isinstance(module, GatedPixelCNN) else 0
     if module.num_layers < minimum:
         return f"{name} needs num_layers >= {minimum}, got {module.num_layers}"
+    if isinstance(module, GatedPixelCNN):
+        if module.cond_channels < 0 or module.input_embedding < 0:
+            return (f"{name} needs cond_channels >= 0 and input_embedding >= 0 (0: off), got "
+                    f"cond_channels={module.cond_channels}, "
+                    f"input_embedding={module.input_embedding}")
+        if module.input_embedding > 0 and module.num_channels != 1:
+            return (f"{name} embeds the input (input_embedding={module.input_embedding}) only "
+                    f"for one-channel images, got num_channels={module.num_channels}")
     return None
 
 
@@ -149,6 +172,24 @@ def _check_input(module: nn.Module, x: jax.Array) -> None:
     if x.ndim != 4 or x.shape[-1] != module.num_channels:
         raise ValueError(f"{type(module).__name__} takes x [B, H, W, {module.num_channels}], "
                          f"got shape {tuple(x.shape)}")
+
+
+def check_cond(module: nn.Module, cond: jax.Array | None,
+               spatial: tuple[int, ...] | None = None) -> None:
+    """Refuses a cond the module was not built for (``cond_channels`` E; 0: none), or one whose
+    spatial shape is not ``spatial`` (the image's [H, W] when given)."""
+    e = module.cond_channels
+    if e > 0 and cond is None:
+        raise ValueError(f"this model is spatially conditioned (cond_channels={e}): pass "
+                         f"cond [B, H, W, {e}]")
+    if e == 0 and cond is not None:
+        raise ValueError("this model has no spatial conditioning (cond_channels=0): pass "
+                         "cond=None, or build it with cond_channels=E")
+    if cond is not None and (cond.shape[-1] != e or cond.ndim < 3 or (
+            spatial is not None and tuple(cond.shape[1:-1]) != tuple(spatial))):
+        where = "" if spatial is None else f" (x's H, W = {tuple(spatial)})"
+        raise ValueError(f"cond has shape {tuple(cond.shape)}; this model takes cond "
+                         f"[B, H, W, {e}]{where}")
 
 
 class PixelCNN(nn.Module):
@@ -241,6 +282,8 @@ class GatedPixelCNN(nn.Module):
     num_channels: int = 1
     first_kernel: int = 7
     kernel: int = 3
+    cond_channels: int = 0  # E of cond [B, H, W, E]: spatial conditioning (0: none)
+    input_embedding: int = 0  # E: levels embedded by nn.Embed(num_levels, E) (0: scaled)
 
     def _size(self, k: int) -> int:
         return self.first_kernel if k == 0 else self.kernel
@@ -260,37 +303,67 @@ class GatedPixelCNN(nn.Module):
                      MaskedConv(c * self.num_params, (1, 1), "B", num_channels=c)]
         if self.num_classes > 0:
             self.embeds = [nn.Embed(self.num_classes, 4 * f) for _ in sizes]
+        if self.cond_channels > 0:  # V_k = [V_v, V_h], unmasked 1x1 convolutions of cond
+            self.cond_projs = [nn.Dense(4 * f, use_bias=False) for _ in sizes]
+        if self.input_embedding > 0:
+            self.input_embed = nn.Embed(self.num_levels, self.input_embedding)
 
-    def _embed(self, k: int, label: jax.Array | None) -> tuple[jax.Array | float, ...]:
+    def _embed(self, k: int, label: jax.Array | None,
+               cond: jax.Array | None = None) -> tuple[jax.Array | float, ...]:
+        """Layer k's conditioning terms (vertical, horizontal), each ``[B, 1, 1, 2F]`` (label)
+        or the shape of ``cond [B, h, w, E]`` with 2F features (a cond window): V e_y +
+        V cond."""
         if label is None:
-            return 0.0, 0.0
-        e = self.embeds[k](label)[:, None, None, :]  # [B, 1, 1, 4F]
-        return e[..., :2 * self.features], e[..., 2 * self.features:]
+            e_v, e_h = 0.0, 0.0
+        else:
+            e = self.embeds[k](label)[:, None, None, :]  # [B, 1, 1, 4F]
+            e_v, e_h = e[..., :2 * self.features], e[..., 2 * self.features:]
+        if cond is not None:
+            s = self.cond_projs[k](cond.astype(jnp.float32))  # [B, h, w, 4F]
+            e_v, e_h = e_v + s[..., :2 * self.features], e_h + s[..., 2 * self.features:]
+        return e_v, e_h
 
-    def _vertical(self, k: int, v: jax.Array, padding: Padding,
-                  label: jax.Array | None) -> jax.Array:
-        return self.v_convs[k](v, padding) + self._embed(k, label)[0]  # v_pre [.., 2F]
+    def inputs(self, x: jax.Array) -> jax.Array:
+        """The first layer's input from levels ``x [..., C]``: the scaled levels 2x / (L - 1) - 1
+        ``[..., C]``, or with ``input_embedding`` E > 0 (C = 1) the learned embedding of the
+        level ``[..., E]``."""
+        if self.input_embedding == 0:
+            return scale_input(x, self.num_levels)
+        level = jnp.clip(jnp.round(x[..., 0]), 0, self.num_levels - 1).astype(jnp.int32)
+        return self.input_embed(level).astype(jnp.float32)  # [..., E]
+
+    def _input_features(self) -> int:
+        return self.input_embedding or self.num_channels
+
+    def _vertical(self, k: int, v: jax.Array, padding: Padding, label: jax.Array | None,
+                  cond: jax.Array | None = None) -> jax.Array:
+        return self.v_convs[k](v, padding) + self._embed(k, label, cond)[0]  # v_pre [.., 2F]
 
     def _horizontal(self, k: int, h: jax.Array, link_pre: jax.Array, padding: Padding,
-                    label: jax.Array | None) -> jax.Array:
-        """``out`` of layer k (before the residual): W_o gate(W_h * h + U link + V_h e_y)."""
+                    label: jax.Array | None, cond: jax.Array | None = None) -> jax.Array:
+        """``out`` of layer k (before the residual): W_o gate(W_h * h + U link + V_h e_y
+        + V_h cond)."""
         pre = self.h_convs[k](h, padding) + self.links[k](link_pre, VALID)
-        return self.h_outs[k](_gate(pre + self._embed(k, label)[1]), VALID)
+        return self.h_outs[k](_gate(pre + self._embed(k, label, cond)[1]), VALID)
 
     def _head(self, skip: jax.Array) -> jax.Array:
         out = self.head[1](nn.relu(self.head[0](nn.relu(skip), VALID)), VALID)
         return out.reshape(*out.shape[:-1], self.num_channels, self.num_params)
 
-    def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    def __call__(self, x: jax.Array, label: jax.Array | None = None, *,
+                 cond: jax.Array | None = None) -> jax.Array:
+        """``x [B, H, W, C]`` levels, ``label [B]`` (``num_classes`` > 0), ``cond [B, H, W,
+        E]`` (``cond_channels`` E > 0) -> ``raw [B, H, W, C, P]``."""
         _check_input(self, x)
         _check_label(self, label)
-        v = h = scale_input(x, self.num_levels)  # [B, H, W, C]
+        check_cond(self, cond, x.shape[1:3])
+        v = h = self.inputs(x)  # [B, H, W, C] scaled, or [B, H, W, E] embedded
         skip = 0.0
         for k in range(self.num_layers):
             p = self._size(k) // 2
-            v_pre = self._vertical(k, v, ((p, 0), (p, p)), label)  # [B, H, W, 2F], rows <= i
+            v_pre = self._vertical(k, v, ((p, 0), (p, p)), label, cond)  # [B,H,W,2F], rows <= i
             link = jnp.pad(v_pre, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]  # rows < i
-            out = self._horizontal(k, h, link, ((0, 0), (p, 0)), label)  # [B, H, W, F]
+            out = self._horizontal(k, h, link, ((0, 0), (p, 0)), label, cond)  # [B, H, W, F]
             h = out if k == 0 else h + out
             v = _gate(v_pre)
             skip = skip + out
@@ -298,39 +371,49 @@ class GatedPixelCNN(nn.Module):
 
     # ---- the incremental forward of the cached sampler --------------------------------------
     def vertical_buffer_shapes(self, batch: int, width: int) -> list[tuple[int, ...]]:
-        """Per layer, its vertical input's last n // 2 + 1 rows: ``[B, n // 2 + 1, W, F_in]``."""
+        """Per layer, its vertical input's last n // 2 + 1 rows: ``[B, n // 2 + 1, W, F_in]``
+        (F_in of layer 0: C, or E with ``input_embedding``)."""
         return [(batch, self._size(k) // 2 + 1, width,
-                 self.num_channels if k == 0 else self.features) for k in range(self.num_layers)]
+                 self._input_features() if k == 0 else self.features)
+                for k in range(self.num_layers)]
 
     def horizontal_buffer_shapes(self, batch: int, width: int) -> list[tuple[int, ...]]:
         """Per layer, its horizontal input on the current row, padded by n // 2 columns on the
         left: ``[B, 1, W + n // 2, F_in]``."""
         return [(batch, 1, width + self._size(k) // 2,
-                 self.num_channels if k == 0 else self.features) for k in range(self.num_layers)]
+                 self._input_features() if k == 0 else self.features)
+                for k in range(self.num_layers)]
 
     def advance_rows(self, buffers: list[jax.Array], x_row: jax.Array,
-                     label: jax.Array | None = None) -> tuple[list[jax.Array], list[jax.Array]]:
+                     label: jax.Array | None = None, cond_row: jax.Array | None = None
+                     ) -> tuple[list[jax.Array], list[jax.Array]]:
         """Pushes the finished row ``x_row [B, W, C]`` through the vertical stack, one row per
         layer: the updated buffers and each layer's ``v_pre`` on that row ``[B, W, 2F]`` (the
-        next row's links)."""
+        next row's links). ``cond_row [B, W, E]``: cond on that row."""
         _check_label(self, label)
-        new_row = scale_input(x_row, self.num_levels)[:, None]  # [B, 1, W, C]
+        check_cond(self, cond_row)
+        cond = None if cond_row is None else cond_row[:, None]  # [B, 1, W, E]
+        new_row = self.inputs(x_row)[:, None]  # [B, 1, W, C or E]
         new_buffers, links = [], []
         for k, buffer in enumerate(buffers):
             buffer = jnp.concatenate([buffer[:, 1:], new_row], axis=1)
             p = self._size(k) // 2
-            v_pre = self._vertical(k, buffer, ((0, 0), (p, p)), label)  # [B, 1, W, 2F]
+            v_pre = self._vertical(k, buffer, ((0, 0), (p, p)), label, cond)  # [B, 1, W, 2F]
             new_buffers.append(buffer)
             links.append(v_pre[:, 0])
             new_row = _gate(v_pre)
         return new_buffers, links
 
     def pixel(self, buffers: list[jax.Array], links: list[jax.Array], j: jax.Array,
-              label: jax.Array | None = None) -> tuple[jax.Array, list[jax.Array]]:
+              label: jax.Array | None = None, cond_pixel: jax.Array | None = None
+              ) -> tuple[jax.Array, list[jax.Array]]:
         """raw ``[B, C, P]`` at column j of the current row, from the horizontal buffers and
         the previous row's ``v_pre`` (``links``), and the buffers with each layer's input at
-        column j written in: one pixel's work per layer."""
+        column j written in: one pixel's work per layer. ``cond_pixel [B, E]``: cond at the
+        pixel."""
         _check_label(self, label)
+        cond = None if cond_pixel is None else cond_pixel[:, None, None]  # [B, 1, 1, E]
+        check_cond(self, cond)
         buffers = list(buffers)
         skip, h = 0.0, None
         for k in range(self.num_layers):
@@ -339,7 +422,7 @@ class GatedPixelCNN(nn.Module):
                 buffers[k] = jax.lax.dynamic_update_slice_in_dim(buffers[k], h, j + p, axis=2)
             window = jax.lax.dynamic_slice_in_dim(buffers[k], j, p + 1, axis=2)  # [B,1,p+1,Fi]
             link = jax.lax.dynamic_slice_in_dim(links[k], j, 1, axis=1)[:, None]  # [B,1,1,2F]
-            out = self._horizontal(k, window, link, VALID, label)  # [B, 1, 1, F]
+            out = self._horizontal(k, window, link, VALID, label, cond)  # [B, 1, 1, F]
             h = out if k == 0 else window[:, :, -1:] + out
             skip = skip + out
         return self._head(skip)[:, 0, 0], buffers

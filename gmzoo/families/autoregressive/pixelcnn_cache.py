@@ -22,7 +22,11 @@ Both are ``lax.scan`` over the H rows with an inner ``lax.scan`` over the row's 
 Channels: at step (j, c) pixel j is recomputed with channels < c drawn; nothing at pixel j
 depends on its own last channel (type-A masks), so the features written at c = C - 1 are final.
 A sampler takes ``x_init [B, H, W, C]`` (shape only, as the family's samplers do), the module and
-its params (``variables["params"]``), and ``draw(key, raw_d [B, P], temperature) -> [B]``.
+its params (``variables["params"]``), and ``draw(key, raw_d [B, P], temperature) -> [B]``. The
+gated sampler also takes a spatial ``cond [B, H, W, E]`` (``cond_channels`` E > 0): row i of it
+goes with the vertical stack's advance past row i, pixel (i, j) with the horizontal step there.
+With ``input_embedding`` its buffers hold the embedded levels (E features) instead of the scaled
+ones.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from gmzoo.families.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN, scale_input
+from gmzoo.families.autoregressive.pixelcnn import (GatedPixelCNN, PixelCNN, check_cond,
+                                                   scale_input)
 from gmzoo.families.autoregressive.sampling import check_sampler_inputs
 
 DrawFn = Callable[[jax.Array, jax.Array, float], jax.Array]
@@ -99,10 +104,13 @@ def pixelcnn_sample(module: PixelCNN, params: Any, key: jax.Array, x_init: jax.A
 
 def gated_pixelcnn_sample(module: GatedPixelCNN, params: Any, key: jax.Array,
                           x_init: jax.Array, *, draw: DrawFn, temperature: float,
-                          label: jax.Array | None = None) -> jax.Array:
+                          label: jax.Array | None = None,
+                          cond: jax.Array | None = None) -> jax.Array:
     """Samples ``x [B, H, W, C]`` from a gated PixelCNN: the vertical stack one row per layer
-    per image row, the horizontal stack one pixel per layer per step."""
+    per image row, the horizontal stack one pixel per layer per step; ``cond [B, H, W, E]``
+    with ``cond_channels`` E > 0 (the full forward's ``cond``)."""
     _check(module, x_init, temperature)
+    check_cond(module, cond, x_init.shape[1:3])
     b, height, width, channels = x_init.shape
     f = module.features
     v_buffers = [jnp.zeros(s, jnp.float32) for s in module.vertical_buffer_shapes(b, width)]
@@ -113,23 +121,28 @@ def gated_pixelcnn_sample(module: GatedPixelCNN, params: Any, key: jax.Array,
     def row_step(carry, inputs):
         x, v_buffers, links = carry
         i, keys = inputs  # keys [W * C]
+        cond_row = None if cond is None else jax.lax.dynamic_index_in_dim(
+            cond, i, axis=1, keepdims=False)  # [B, W, E]
 
         def dim_step(inner, inputs):
             x, h_buffers = inner
             t, k = inputs
-            raw, h_buffers = module.apply({"params": params}, h_buffers, links,
-                                          t // channels, label,
-                                          method=GatedPixelCNN.pixel)  # [B, C, P]
+            j = t // channels
+            cond_pixel = None if cond_row is None else jax.lax.dynamic_index_in_dim(
+                cond_row, j, axis=1, keepdims=False)  # [B, E]
+            raw, h_buffers = module.apply({"params": params}, h_buffers, links, j, label,
+                                          cond_pixel, method=GatedPixelCNN.pixel)  # [B, C, P]
             x, pixel = _draw_pixel(x, raw, i, t, k, draw, temperature)
+            pixel_in = module.apply({"params": params}, pixel,
+                                    method=GatedPixelCNN.inputs)  # [B, C or E]
             h_buffers[0] = jax.lax.dynamic_update_slice(  # the image row, column j
-                h_buffers[0], scale_input(pixel, module.num_levels)[:, None, None],
-                (0, 0, t // channels + p0, 0))
+                h_buffers[0], pixel_in[:, None, None], (0, 0, j + p0, 0))
             return (x, h_buffers), None
 
         h_buffers = [jnp.zeros(s, jnp.float32) for s in h_shapes]  # left padding
         (x, _), _ = jax.lax.scan(dim_step, (x, h_buffers), (jnp.arange(width * channels), keys))
         x_row = jax.lax.dynamic_index_in_dim(x, i, axis=1, keepdims=False)  # [B, W, C]
-        v_buffers, links = module.apply({"params": params}, v_buffers, x_row, label,
+        v_buffers, links = module.apply({"params": params}, v_buffers, x_row, label, cond_row,
                                         method=GatedPixelCNN.advance_rows)
         return (x, v_buffers, links), None
 

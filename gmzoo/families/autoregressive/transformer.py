@@ -17,6 +17,19 @@ per head, with Q = hW_Q, K = hW_K, V = hW_V,
 Output d reads s_1..s_d, i.e. the label and t_1..t_{d-1}: p(t_d | t_<d), the contract of
 :mod:`gmzoo.families.autoregressive`.
 
+Levels are always tokens: each enters through a learned ``nn.Embed(num_levels, d_model)`` (the
+code-embedding input of a VQ-VAE prior; there is no scaled-scalar input to replace).
+
+Spatial conditioning (``cond_channels`` E > 0): a map ``cond [B, *event[:-1], E]`` (``[B, H,
+W, E]`` for images: the image's own H, W) is flattened in raster order, each pixel's row repeated
+for its C channel tokens (c_1..c_D, ``[B, D, E]``), and a projection is added to the inputs,
+
+    s_d <- s_d + W_c c_d          (W_c: [E, d_model], no bias),
+
+so output d, which predicts t_d, sees c_1..c_d (its own pixel's cond included) besides the
+label and t_<d. cond is observed whole and never depends on x, so the causal mask of x is
+untouched.
+
 Sampling with a cache (:func:`transformer_sample`): position d's keys and values depend only
 on s_1..s_d, so once computed they never change. One ``lax.scan`` step embeds the one new
 token, attends from it to the cache ``[B, layers, heads, D, d_head]`` (the rows written so far)
@@ -125,11 +138,15 @@ class ARTransformer(nn.Module):
     num_layers: int = 4
     mlp_ratio: int = 4
     num_classes: int = 0
+    cond_channels: int = 0  # E of cond [B, *event[:-1], E]: spatial conditioning (0: none)
 
     def setup(self):
         if self.d_model % self.num_heads:
             raise ValueError(f"ARTransformer: d_model={self.d_model} does not split into "
                              f"num_heads={self.num_heads} heads")
+        if self.cond_channels < 0:
+            raise ValueError(f"ARTransformer needs cond_channels >= 0 (0: no spatial "
+                             f"conditioning), got {self.cond_channels}")
         self.token_embed = nn.Embed(self.num_levels, self.d_model, embedding_init=_EMBED_INIT,
                                     name="token_embed")
         if self.num_classes > 0:
@@ -138,6 +155,8 @@ class ARTransformer(nn.Module):
         else:
             self.start = self.param("start", _EMBED_INIT, (self.d_model,))
         self.pos_embed = self.param("pos_embed", _EMBED_INIT, (self.max_len, self.d_model))
+        if self.cond_channels > 0:
+            self.cond_proj = nn.Dense(self.d_model, use_bias=False, name="cond_proj")
         self.blocks = [Block(self.d_model, self.num_heads, self.mlp_ratio, name=f"block_{i}")
                        for i in range(self.num_layers)]
         self.ln_final = nn.LayerNorm(name="ln_final")
@@ -158,29 +177,64 @@ class ARTransformer(nn.Module):
                              "(unconditional); set num_classes to the number of classes")
         return jnp.broadcast_to(self.start, (batch, self.d_model))
 
-    def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    def _cond_positions(self, cond: jax.Array | None, spatial: tuple[int, ...] | None = None
+                        ) -> tuple[jax.Array, int] | tuple[None, int]:
+        """``cond [B, *spatial, E]`` flattened in raster order ``[B, D / r, E]`` and r = D /
+        prod(spatial), the tokens at each position (c_d is row d // r), or (None, 1) without
+        cond. ``spatial``: x's ``event[:-1]``, checked when given."""
+        e = self.cond_channels
+        if e > 0 and cond is None:
+            raise ValueError(f"ARTransformer was built with cond_channels={e} (spatially "
+                             f"conditioned); pass cond [B, H, W, {e}]")
+        if e == 0:
+            if cond is not None:
+                raise ValueError("got a cond, but ARTransformer was built with cond_channels=0"
+                                 "; set cond_channels to cond's last axis E")
+            return None, 1
+        positions = math.prod(cond.shape[1:-1])
+        if (cond.ndim < 3 or cond.shape[-1] != e or self.max_len % positions
+                or (spatial is not None and tuple(cond.shape[1:-1]) != tuple(spatial))):
+            where = "" if spatial is None else f", *event[:-1] = {tuple(spatial)}"
+            raise ValueError(f"cond has shape {tuple(cond.shape)}; ARTransformer takes cond "
+                             f"[B, *event[:-1], {e}] (max_len={self.max_len}{where})")
+        flat = cond.reshape(cond.shape[0], positions, e).astype(jnp.float32)  # [B, D / r, E]
+        return flat, self.max_len // positions
+
+    def __call__(self, x: jax.Array, label: jax.Array | None = None, *,
+                 cond: jax.Array | None = None) -> jax.Array:
+        """``x [B, *event]`` levels, ``label [B]`` (``num_classes`` > 0), ``cond [B,
+        *event[:-1], E]`` (``cond_channels`` E > 0) -> ``raw [B, *event, P]``."""
         b, event = x.shape[0], x.shape[1:]
         tokens = self._tokens(x.reshape(b, -1))  # [B, D]
         if tokens.shape[1] != self.max_len:
             raise ValueError(f"ARTransformer was built for max_len={self.max_len} dimensions, "
                              f"got x of shape {tuple(x.shape)} ({tokens.shape[1]} dimensions)")
+        cond_flat, r = self._cond_positions(cond, event[:-1])  # [B, D / r, E] or None
         first = self._first(label, b)[:, None]  # [B, 1, d_model]
         h = jnp.concatenate([first, self.token_embed(tokens[:, :-1])], axis=1)  # [B, D, d]
         h = h + self.pos_embed[None]
+        if cond_flat is not None:
+            h = h + self.cond_proj(jnp.repeat(cond_flat, r, axis=1))  # s_d + W_c c_d
         for block in self.blocks:
             h = block(h)
         raw = self.head(self.ln_final(h))  # [B, D, P]
         return raw.reshape(b, *event, self.num_params).astype(jnp.float32)
 
     def decode(self, prev: jax.Array, pos: jax.Array, cache: Cache,
-               label: jax.Array | None = None) -> tuple[jax.Array, Cache]:
+               label: jax.Array | None = None,
+               cond: jax.Array | None = None) -> tuple[jax.Array, Cache]:
         """One cached step: position ``pos``'s raw ``[B, P]`` (the conditional of dimension
         ``pos``) from the previous token ``prev [B]`` (x_{pos-1}; ignored at pos = 0, where the
         start or class token is the input) and ``cache`` (rows < pos filled, see
-        :func:`empty_cache`); returns it and the cache with row ``pos`` written."""
+        :func:`empty_cache`); returns it and the cache with row ``pos`` written. ``cond``: the
+        whole map ``[B, *event[:-1], E]`` as the full forward takes it (c_pos is read off)."""
         b = prev.shape[0]
         h = jnp.where(pos == 0, self._first(label, b), self.token_embed(self._tokens(prev)))
         h = h + self.pos_embed[pos]  # [B, d_model]
+        cond_flat, r = self._cond_positions(cond)  # [B, D / r, E] or None
+        if cond_flat is not None:
+            c = jax.lax.dynamic_index_in_dim(cond_flat, pos // r, axis=1, keepdims=False)
+            h = h + self.cond_proj(c)  # + W_c c_pos, [B, d_model]
         keys, values = cache  # [B, layers, heads, D, d_head] each
         new_keys, new_values = [], []
         for i, block in enumerate(self.blocks):
@@ -198,37 +252,45 @@ def empty_cache(module: ARTransformer, batch: int, dtype=jnp.float32) -> Cache:
     return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
 
-def _decoder(module: ARTransformer, params, label: jax.Array | None) -> DecodeFn:
-    """:meth:`ARTransformer.decode` with the params and label bound: (x_{d-1} [B], d, cache) ->
-    (raw_d [B, P], cache)."""
-    return lambda prev, d, cache: module.apply({"params": params}, prev, d, cache, label,
+def _decoder(module: ARTransformer, params, label: jax.Array | None,
+             cond: jax.Array | None = None) -> DecodeFn:
+    """:meth:`ARTransformer.decode` with the params, label and cond bound: (x_{d-1} [B], d,
+    cache) -> (raw_d [B, P], cache)."""
+    return lambda prev, d, cache: module.apply({"params": params}, prev, d, cache, label, cond,
                                                method=ARTransformer.decode)
 
 
 def transformer_sample(module: ARTransformer, params, key: jax.Array, x_init: ArrayLike, *,
-                       draw: DrawFn, temperature: float,
-                       label: jax.Array | None = None) -> jax.Array:
+                       draw: DrawFn, temperature: float, label: jax.Array | None = None,
+                       cond: jax.Array | None = None) -> jax.Array:
     """Samples ``x [B, *event]`` (the shape of ``x_init``) one raster dimension at a time with
     the key-value cache: one ``lax.scan`` over d = 0..D-1, step d running
     :meth:`ARTransformer.decode` on x_{d-1} and drawing dimension d with ``keys[d]``
     (``keys = jax.random.split(key, D)``), ``draw(keys[d], raw_d [B, P], temperature)``.
     Under the same key it gives the naive sampler's samples (the whole network re-run for every
     dimension) to float tolerance. ``params`` is the module's parameter tree (no
-    ``{"params": ...}`` wrapper); ``label [B]`` with ``num_classes`` > 0. A temperature that
-    is not a finite number > 0 is refused (ValueError) before any compute."""
+    ``{"params": ...}`` wrapper); ``label [B]`` with ``num_classes`` > 0; ``cond [B,
+    *event[:-1], E]`` with ``cond_channels`` E > 0. A temperature that is not a finite number
+    > 0 is refused (ValueError) before any compute."""
     x_init = jnp.asarray(x_init, jnp.float32)
     if math.prod(x_init.shape[1:]) != module.max_len:
         raise ValueError(f"transformer_sample: the module was built for max_len="
                          f"{module.max_len} dimensions, x_init has shape {tuple(x_init.shape)}")
-    return decode_sample(_decoder(module, params, label), empty_cache(module, x_init.shape[0]),
-                         key, x_init, draw=draw, temperature=temperature)
+    if cond is not None and tuple(cond.shape[1:-1]) != tuple(x_init.shape[1:-1]):
+        raise ValueError(f"transformer_sample: cond has shape {tuple(cond.shape)}; it must be "
+                         f"[B, *event[:-1], E] for x_init of shape {tuple(x_init.shape)}")
+    return decode_sample(_decoder(module, params, label, cond),
+                         empty_cache(module, x_init.shape[0]), key, x_init, draw=draw,
+                         temperature=temperature)
 
 
 def transformer_cached_raw(module: ARTransformer, params, x: ArrayLike,
-                           label: jax.Array | None = None) -> jax.Array:
+                           label: jax.Array | None = None,
+                           cond: jax.Array | None = None) -> jax.Array:
     """Teacher-forced decoding of a given ``x [B, *event]`` through the cache: the raw
     ``[B, *event, P]`` of every position from :meth:`ARTransformer.decode`, one ``lax.scan``
-    over positions fed x_{d-1}. It equals ``module.apply({"params": params}, x, label)`` to
-    float tolerance (the check that the cached step computes what the full forward does)."""
+    over positions fed x_{d-1}. It equals ``module.apply({"params": params}, x, label,
+    cond=cond)`` to float tolerance (the check that the cached step computes what the full
+    forward does)."""
     x = jnp.asarray(x, jnp.float32)
-    return decode_raw(_decoder(module, params, label), empty_cache(module, x.shape[0]), x)
+    return decode_raw(_decoder(module, params, label, cond), empty_cache(module, x.shape[0]), x)

@@ -18,6 +18,14 @@ the discrete data's [PITFALLS: rosinality/glow-pytorch#3, a missing logit term].
 - Class-conditional with ``model.num_classes`` > 0: a learned embedding of the label,
   broadcast over the image, is concatenated to the input of every coupling's network; the
   evaluator then reports the exact marginal over the classes.
+- ``model.dequantization=variational`` (Ho et al. 2019, Flow++ sec. 3.1;
+  :mod:`gmzoo.families.flows.dequantization`): the model draws u ~ q(u | x) itself from a
+  learned conditional flow (exactly uniform at init) and trains on the bound on the discrete
+  data, log P(x) >= E_q [log p((x + u) / L) - D log L - log q(u | x)], so the data space is the
+  integer levels (``data.scale=levels data.dequantize=false``, refused otherwise) and bits/dim
+  = NLL / (D log 2) with nothing added. Held out: that bound with one u per example, and the
+  importance-weighted log (1/K) sum_k exp(bound_k) with K = ``eval.importance_samples``.
+  Samples are the levels floor(L x').
 """
 
 from __future__ import annotations
@@ -32,9 +40,10 @@ import jax
 import jax.numpy as jnp
 
 from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig, OptimConfig,
-                          SampleConfig, TrainConfig, at_least, non_negative, positive)
-from gmzoo.families.flows import bijectors, models
+                          SampleConfig, TrainConfig, at_least, choice, non_negative, positive)
+from gmzoo.families.flows import bijectors, dequantization, models
 from gmzoo.losses.nll import marginal_log_prob, nll_loss
+from gmzoo.losses.vae import log_mean_exp_chunked
 from gmzoo.nn.tree import cast_inputs
 from gmzoo.recipes.base import Recipe, check_class_label, sample_labels
 
@@ -49,15 +58,29 @@ class FlowSampleConfig(SampleConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class FlowEvalConfig(EvalConfig):
+    """``gmzoo evaluate`` options of the flows: ``importance_samples`` K of the
+    importance-weighted bound log (1/K) sum_k exp(bound_k) reported beside the one-sample bound
+    of a variationally dequantized flow (1: only the one-sample bound)."""
+
+    importance_samples: int = positive(16)
+
+
+@dataclasses.dataclass(frozen=True)
 class FlowConfig:
     """Shared by the flows: the logit transform's ``logit_alpha`` (0: the flow sees x' in
     [0, 1) as it is), class conditioning (``num_classes`` > 0, a label embedding of
-    ``class_channels`` channels into every coupling)."""
+    ``class_channels`` channels into every coupling), ``dequantization`` (``uniform``: the data
+    space's noise; ``variational``: a learned q(u | x) of ``dequantizer_couplings`` conditional
+    couplings with nets of ``dequantizer_hidden`` channels, trained with the flow)."""
 
     name: str = ""
     logit_alpha: float = non_negative(0.05)
     num_classes: int = non_negative(0)
     class_channels: int = positive(4)
+    dequantization: str = choice("uniform", "variational")
+    dequantizer_couplings: int = positive(4)
+    dequantizer_hidden: int = positive(16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,14 +152,34 @@ class ImageFlow(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class FlowNets:
-    """What ``build`` makes: the :class:`ImageFlow` and the shape of one example."""
+    """What ``build`` makes: the :class:`ImageFlow` (or, with variational dequantization, a
+    :class:`~gmzoo.families.flows.dequantization.VariationalDequantizedFlow` around it) and
+    the shape of one example."""
 
-    net: ImageFlow
+    net: ImageFlow | dequantization.VariationalDequantizedFlow
     event_shape: tuple[int, ...]
     num_levels: int  # of the stored data: x' = (x + u) / L
 
+    @property
+    def variational(self) -> bool:
+        return isinstance(self.net, dequantization.VariationalDequantizedFlow)
+
     def log_prob(self, params: Any, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
+        """log p(x') ``[B]`` of the flow density on [0, 1)^D (the ImageFlow's, also inside a
+        variationally dequantized model)."""
+        if self.variational:
+            return self.net.apply({"params": params}, *cast_inputs(params, x), label,
+                                  method=lambda net, *a: net.flow.log_prob(*a))
         return self.net.apply({"params": params}, *cast_inputs(params, x), label)
+
+    def objective(self, params: Any, x: jax.Array, label: jax.Array | None,
+                  key: jax.Array) -> jax.Array:
+        """What training maximises, ``[B]`` nats: log p(x') of the dequantized x' (uniform;
+        ``key`` unused), or the variational bound on log P(x) of the levels x with one
+        u ~ q(u | x) drawn from ``key``."""
+        if not self.variational:
+            return self.log_prob(params, x, label)
+        return self.net.apply({"params": params}, *cast_inputs(params, x), key, label)
 
 
 def _build(m: FlowConfig, image_shape, num_levels) -> FlowNets:
@@ -148,49 +191,86 @@ def _build(m: FlowConfig, image_shape, num_levels) -> FlowNets:
                               num_layers=m.num_layers, actnorm=m.actnorm)
     net = ImageFlow(flow, logit_alpha=m.logit_alpha, num_classes=m.num_classes,
                     class_channels=m.class_channels)
+    if m.dequantization == "variational":
+        net = dequantization.VariationalDequantizedFlow(
+            net, dequantization.Dequantizer(int(num_levels), m.dequantizer_couplings,
+                                            m.dequantizer_hidden), int(num_levels))
     return FlowNets(net, tuple(int(s) for s in image_shape), int(num_levels))
 
 
 def _init(nets: FlowNets, key: jax.Array, batch: dict) -> dict:
     x = batch["image"]
-    label = batch["label"].astype(jnp.int32) if nets.net.num_classes else None
+    num_classes = nets.net.flow.num_classes if nets.variational else nets.net.num_classes
+    label = batch["label"].astype(jnp.int32) if num_classes else None
+    if nets.variational:  # ActNorm fits this batch dequantized by q (uniform at init)
+        init_key, noise_key = jax.random.split(key)
+        return nets.net.init(init_key, x, noise_key, label)
     return nets.net.init(key, x, label)  # ActNorm fits this batch
 
 
 def _loss(m: FlowConfig, nets: FlowNets):
-    return functools.partial(nll_loss, log_prob_fn=lambda p, x, y, key: nets.log_prob(p, x, y),
+    """Mean -log p(x') (uniform: bits/dim adds the dequantization's log L) or mean minus the
+    variational bound on log P(x) (which already holds D log L)."""
+    return functools.partial(nll_loss, log_prob_fn=nets.objective,
                              conditional=m.num_classes > 0,
-                             dequantization_nats_per_dim=math.log(nets.num_levels))
+                             dequantization_nats_per_dim=0.0 if nets.variational
+                             else math.log(nets.num_levels))
 
 
 def _sampler(m: FlowConfig, nets: FlowNets, *, mean: bool = True,
              sampling: FlowSampleConfig):
-    """``sample(params, key, n) -> [n, H, W, C]`` in [0, 1], at ``sampling.temperature``
-    (``mean`` changes nothing: a flow's mean image is not cheap)."""
+    """``sample(params, key, n) -> [n, H, W, C]`` in [0, 1] (variational dequantization: the
+    levels floor(L x')), at ``sampling.temperature`` (``mean`` changes nothing: a flow's mean
+    image is not cheap)."""
     del mean
 
     def sample(params, key, n):
         label = sample_labels(n, sampling, m.num_classes) if m.num_classes else None
         return nets.net.apply({"params": params}, key, (n, *nets.event_shape),
-                              float(sampling.temperature), label, method=ImageFlow.sample)
+                              float(sampling.temperature), label, method="sample")
 
     return sample
 
 
 def _likelihoods(m: FlowConfig, nets: FlowNets, eval_cfg: EvalConfig) -> dict[str, Callable]:
-    del eval_cfg
-    if m.num_classes:
-        return {f"exact, marginal over {m.num_classes} classes (uniform p(y))":
-                lambda params, x, key: marginal_log_prob(nets.log_prob, params, x, m.num_classes)}
-    return {"exact (change of variables)": lambda params, x, key: nets.log_prob(params, x)}
+    """Uniform: the exact log p(x') (the evaluator adds D log L). Variational: the bound with
+    one u per example, and log (1/K) sum_k exp(bound_k) (K = ``eval.importance_samples`` of a
+    :class:`FlowEvalConfig`, one at a time), a tighter bound. Class-conditional: the marginal
+    over the classes (variational: the same u for every class; q does not see the label, so
+    this bounds log of the marginal)."""
+    classes = (f", marginal over {m.num_classes} classes (uniform p(y))" if m.num_classes
+               else "")
+
+    def one(params, x, key):
+        if m.num_classes:
+            return marginal_log_prob(lambda p, x_, y: nets.objective(p, x_, y, key), params, x,
+                                     m.num_classes)
+        return nets.objective(params, x, None, key)
+
+    if not nets.variational:
+        return {("exact" + classes) if m.num_classes else "exact (change of variables)": one}
+    out = {"variational dequantization bound (1 sample)" + classes: one}
+    k = eval_cfg.importance_samples
+    if k > 1:
+        out[f"importance-weighted variational dequantization bound (K={k})" + classes] = (
+            lambda params, x, key: log_mean_exp_chunked(lambda kk: one(params, x, kk), key, k, 1))
+    return out
 
 
 def _check(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
     m, d = config.model, config.data
-    if d.binarize != "none" or not d.dequantize:
+    if m.dequantization == "variational":
+        if d.binarize != "none" or d.dequantize or d.scale != "levels":
+            raise ConfigError(
+                f"model.dequantization=variational adds its own noise u ~ q(u | x) to the "
+                f"integer levels: set data.scale=levels data.dequantize=false data.binarize=none "
+                f"(got data.scale={d.scale}, data.dequantize={str(d.dequantize).lower()}, "
+                f"data.binarize={d.binarize})")
+    elif d.binarize != "none" or not d.dequantize:
         raise ConfigError(f"model {m.name} is a density over continuous data: set "
-                          "data.dequantize=true (and data.binarize=none)")
-    if d.scale != "unit":
+                          "data.dequantize=true (and data.binarize=none), or "
+                          "model.dequantization=variational with data.scale=levels")
+    elif d.scale != "unit":
         raise ConfigError(f"model {m.name} takes dequantized data in [0, 1): set "
                           f"data.scale=unit (got {d.scale!r})")
     if not m.logit_alpha < 0.5:
@@ -217,7 +297,7 @@ def _experiment(model: FlowConfig):
                           ema_decay=0.999, grad_clip_norm=1.0),
         train=TrainConfig(steps=3000, batch_size=64, log_every=100, eval_every=1500,
                           sample_every=1500, checkpoint_every=1500),
-        eval=EvalConfig(), sample=FlowSampleConfig())
+        eval=FlowEvalConfig(), sample=FlowSampleConfig())
 
 
 def _recipe(name: str, description: str, model: FlowConfig, tiny: tuple[str, ...]) -> Recipe:
@@ -225,6 +305,7 @@ def _recipe(name: str, description: str, model: FlowConfig, tiny: tuple[str, ...
                   default=_experiment(model), build=_build, check=_check, init=_init,
                   init_batch=0, loss=_loss, sampler=_sampler, check_sampling=_check_sampling,
                   likelihoods=_likelihoods, sample_config=FlowSampleConfig,
+                  eval_config=FlowEvalConfig,
                   uses_labels=lambda m: m.num_classes > 0, tiny=tiny)
 
 

@@ -33,6 +33,24 @@ Encoder outputs ``z_e [..., D]`` are snapped to the nearest of K codes ``codeboo
   / ``shard_map`` / ``pmap``, inside which the module must then run), so every device applies
   the update of the global batch and keeps the same codebook; the result equals the update on
   the concatenated batch for any per-device batch sizes.
+- Dead-code restarts (Dhariwal et al. 2020, "Jukebox", sec. 3, "Random restarts for
+  embeddings"; Williams et al. 2020), EMA codebook only: after the EMA step, every code whose
+  count N_k fell below ``restart_threshold`` (N_k ~ the code's uses per batch; Jukebox uses 1.0;
+  0, the default, turns restarts off) is moved onto an encoder output of the current batch,
+
+      dead = {k : N_k < threshold},   e_k = m_k = z_{r_k},   N_k = 1     for k in dead
+
+  (then e_k = m_k / N~_k up to the O(eps) smoothing), with r_k drawn uniformly without
+  replacement from the batch (with replacement if it holds fewer than K vectors). Live codes
+  keep exactly what the EMA step gave them. The draw comes from the Flax rng stream
+  ``"restart"`` (apply with ``rngs={"restart": key}``): a random draw spreads the restarted
+  codes over the data, where a deterministic rule (the first rows, or the vectors farthest
+  from their codes) would pile them onto a few rows or onto outliers. With ``axis_name``, r_k
+  indexes the GLOBAL batch (devices in axis order), device 0's draw is used on every device
+  and only the K chosen rows are ``all_gather``-ed ([devices, K, D]), so every device restarts
+  the same codes to the same vectors, as one device would on the concatenated batch, even if
+  the caller's keys differ per device. With ``update="loss"`` the codebook is a param that the
+  optimizer owns (with its moments), so a restart cannot be written there: refused.
 - Code usage: counts ``[K]`` over the batch (global with ``axis_name``), perplexity
   exp(H(p)), p_k = n_k / N (K when codes are used uniformly, 1 when one code is used), and the
   fraction of codes used. Both depend on the batch size: accumulate ``code_counts`` over an
@@ -40,7 +58,7 @@ Encoder outputs ``z_e [..., D]`` are snapped to the nearest of K codes ``codeboo
 
 :class:`VectorQuantizer` is the Linen module, ``update="loss"`` (codebook a param named
 ``"codebook"``) or ``update="ema"`` (codebook, ``cluster_size`` N_k and ``embed_sum`` m_k in the
-mutable collection ``"vq_state"``). Dead-code restart is not implemented.
+mutable collection ``"vq_state"``), optionally with dead-code restarts.
 """
 
 from __future__ import annotations
@@ -54,6 +72,7 @@ import jax.numpy as jnp
 from jax import lax
 
 VQ_STATE = "vq_state"  # the Flax collection of the EMA codebook
+RESTART_RNG = "restart"  # the Flax rng stream of the dead-code restarts
 UPDATES = ("loss", "ema")
 
 
@@ -144,13 +163,44 @@ def ema_update(cluster_size: jax.Array, embed_sum: jax.Array, z: jax.Array, code
     return cluster_size, embed_sum, codebook
 
 
+def restart_dead_codes(cluster_size: jax.Array, embed_sum: jax.Array, codebook: jax.Array,
+                       z: jax.Array, key: jax.Array, *, threshold: float,
+                       axis_name: str | None = None
+                       ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Dead-code restart (module docstring) after an EMA step: codes with ``cluster_size`` N_k <
+    ``threshold`` get e_k = m_k = a row of ``z [..., D]`` drawn with ``key`` and N_k = 1.
+    Returns ``(cluster_size [K], embed_sum [K, D], codebook [K, D], dead [K] bool)``. With
+    ``axis_name`` the rows are drawn from the global batch, the same on every device."""
+    num_codes, dim = codebook.shape
+    z = lax.stop_gradient(z).reshape(-1, dim).astype(codebook.dtype)  # [n, D] this device's
+    n_local = z.shape[0]
+    n_global = n_local * (1 if axis_name is None else lax.axis_size(axis_name))
+    if n_global >= num_codes:  # distinct rows: two codes restarted together stay distinct
+        rows = jax.random.choice(key, n_global, (num_codes,), replace=False)  # [K]
+    else:
+        rows = jax.random.randint(key, (num_codes,), 0, n_global)  # [K]
+    if axis_name is None:
+        candidates = z[rows]  # [K, D]
+    else:
+        rows = lax.all_gather(rows, axis_name)[0]  # device 0's draw on every device
+        device, local = jnp.divmod(rows, n_local)  # global row = device * n + local
+        gathered = lax.all_gather(z[local], axis_name)  # [devices, K, D]
+        candidates = gathered[device, jnp.arange(num_codes)]  # [K, D]
+    dead = cluster_size < threshold  # [K]
+    cluster_size = jnp.where(dead, jnp.ones_like(cluster_size), cluster_size)
+    embed_sum = jnp.where(dead[:, None], candidates, embed_sum)
+    codebook = jnp.where(dead[:, None], candidates, codebook)
+    return cluster_size, embed_sum, codebook, dead
+
+
 def codebook_init(dim: int) -> nn.initializers.Initializer:
     """U(-sqrt(3/D), sqrt(3/D)) per entry of ``[K, D]`` (variance 1/D: codes of norm ~1)."""
     return nn.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=-1, out_axis=-2)
 
 
 def quantizer_fields_error(num_codes: int, code_dim: int, beta: float, update: str,
-                           decay: float, eps: float) -> str | None:
+                           decay: float, eps: float, restart_threshold: float = 0.0
+                           ) -> str | None:
     """Why these :class:`VectorQuantizer` fields are refused, or None."""
     if not isinstance(num_codes, numbers.Integral) or num_codes < 2:
         return (f"num_codes must be an integer >= 2 (a codebook of one code carries no "
@@ -165,6 +215,13 @@ def quantizer_fields_error(num_codes: int, code_dim: int, beta: float, update: s
         return f"decay must be in (0, 1), e.g. 0.99, got {decay!r}"
     if not eps > 0:
         return f"eps (Laplace smoothing) must be > 0, e.g. 1e-5, got {eps!r}"
+    if not (isinstance(restart_threshold, numbers.Real) and math.isfinite(restart_threshold)
+            and restart_threshold >= 0):
+        return (f"restart_threshold must be a finite number >= 0 (0 = no dead-code restarts, "
+                f"e.g. 1.0), got {restart_threshold!r}")
+    if restart_threshold > 0 and update != "ema":
+        return (f"restart_threshold={restart_threshold!r} needs update='ema' (with update="
+                f"{update!r} the codebook is a param the optimizer owns); use update='ema' or 0")
     return None
 
 
@@ -174,9 +231,10 @@ class VectorQuantizer(nn.Module):
     ``__call__(z_e [..., D], train) -> (z_q_st [..., D], aux)``, aux holding ``codes [...]``
     int32, ``codebook_loss`` (0 with ``update="ema"``), ``commitment_loss`` (with beta),
     ``perplexity``, ``code_usage`` (fraction of the K codes used in the batch) and
-    ``code_counts [K]``. ``update="ema"`` updates the ``"vq_state"`` collection when
-    ``train=True`` (pass ``mutable=["vq_state"]``); ``init`` never updates it. ``axis_name``:
-    see the module docstring.
+    ``code_counts [K]``, and ``restarted`` (int32, the number of codes restarted by this call).
+    ``update="ema"`` updates the ``"vq_state"`` collection when ``train=True`` (pass
+    ``mutable=["vq_state"]``, and with ``restart_threshold > 0`` also ``rngs={"restart": key}``);
+    ``init`` never updates it. ``axis_name``: see the module docstring.
     """
 
     num_codes: int
@@ -186,10 +244,11 @@ class VectorQuantizer(nn.Module):
     decay: float = 0.99
     eps: float = 1e-5
     axis_name: str | None = None
+    restart_threshold: float = 0.0  # EMA count N_k below which a code is restarted; 0 = never
 
     def __post_init__(self) -> None:
         error = quantizer_fields_error(self.num_codes, self.code_dim, self.beta, self.update,
-                                       self.decay, self.eps)
+                                       self.decay, self.eps, self.restart_threshold)
         if error is not None:
             raise ValueError(error)
         super().__post_init__()
@@ -231,6 +290,11 @@ class VectorQuantizer(nn.Module):
         if update_ema and not self.is_mutable_collection(VQ_STATE):
             raise ValueError(f"update='ema' with train=True updates the codebook: apply with "
                              f"mutable=[{VQ_STATE!r}] (or train=False)")
+        restart = update_ema and self.restart_threshold > 0
+        if restart and not self.has_rng(RESTART_RNG):
+            raise ValueError(f"restart_threshold={self.restart_threshold} with train=True draws "
+                             f"restarted codes from the batch: apply with "
+                             f"rngs={{{RESTART_RNG!r}: key}} (or restart_threshold=0)")
         codebook = self.codebook()  # [K, D]
         codes = nearest_code(z_e, codebook)  # [...]
         z_q = lookup(codes, codebook).astype(z_e.dtype)  # [..., D]
@@ -243,11 +307,17 @@ class VectorQuantizer(nn.Module):
             "perplexity": perplexity(counts),
             "code_usage": jnp.mean(counts > 0),
             "code_counts": counts,
+            "restarted": jnp.zeros((), jnp.int32),
         }
         if update_ema:
             cluster_size, embed_sum, new_codebook = ema_update(
                 self._cluster_size.value, self._embed_sum.value, z_e, codes, decay=self.decay,
                 eps=self.eps, axis_name=self.axis_name)
+            if restart:
+                cluster_size, embed_sum, new_codebook, dead = restart_dead_codes(
+                    cluster_size, embed_sum, new_codebook, z_e, self.make_rng(RESTART_RNG),
+                    threshold=self.restart_threshold, axis_name=self.axis_name)
+                aux["restarted"] = jnp.sum(dead, dtype=jnp.int32)
             self._cluster_size.value = cluster_size
             self._embed_sum.value = embed_sum
             self._ema_codebook.value = new_codebook

@@ -2,7 +2,11 @@
 estimator's identity Jacobian, each loss term's gradient reaching only its own side, the EMA
 codebook step against a hand-written numpy reference (Laplace smoothing included), no update
 when train=False, the same codebook on every device of a named axis as on the concatenated
-batch, perplexity on exact cases, and one-line refusals."""
+batch, perplexity on exact cases, dead-code restarts (starved codes moved onto batch vectors,
+live codes bit-identical, the same restarts on every device, threshold 0 the plain EMA step),
+and one-line refusals."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -206,6 +210,9 @@ def test_perplexity_is_k_for_uniform_usage_and_1_for_one_code():
     ({"update": "kmeans"}, "choose one of ('loss', 'ema')"),
     ({"decay": 1.0}, "decay must be in (0, 1)"),
     ({"eps": 0.0}, "eps (Laplace smoothing) must be > 0"),
+    ({"update": "ema", "restart_threshold": -1.0}, "restart_threshold must be a finite number"),
+    ({"update": "ema", "restart_threshold": float("inf")}, "restart_threshold must be a finite"),
+    ({"restart_threshold": 1.0}, "restart_threshold=1.0 needs update='ema'"),
 ])
 def test_bad_quantizer_fields_are_refused_in_one_line(kwargs, fragment):
     fields = {"num_codes": K, "code_dim": D, **kwargs}
@@ -234,3 +241,136 @@ def test_ema_train_step_without_a_mutable_state_is_refused():
                               "embed_sum": codebook}}
     with pytest.raises(ValueError, match=r"mutable=\['vq_state'\]"):
         q.apply(variables, jnp.asarray(_data(4)), train=True)
+
+
+def _ema_variables(codebook):
+    return {"vq_state": {"codebook": codebook, "cluster_size": jnp.ones(K),
+                         "embed_sum": codebook}}
+
+
+def _starved(n, first=0, seed=7):
+    """[n, D] vectors each within ~0.05 of one of the codes first, first + 1 (mod 4) ... of
+    _codebook_params(): codes 4..K-1 get no assignment."""
+    codebook = np.asarray(_codebook_params()["params"]["codebook"])
+    noise = np.random.default_rng(seed).normal(size=(n, D)).astype(np.float32)
+    return codebook[(first + np.arange(n)) % 4] + 0.05 * noise
+
+
+DECAY, THRESHOLD = 0.9, 0.95  # one step: unused N_k = 0.9 < 0.95, used N_k >= 1
+
+
+@functools.cache
+def _restart_step():
+    """Jitted (threshold-0 step, restart step) from the same state, batch and key."""
+    q_off = vq.VectorQuantizer(K, D, update="ema", decay=DECAY)
+    q_on = vq.VectorQuantizer(K, D, update="ema", decay=DECAY, restart_threshold=THRESHOLD)
+
+    @jax.jit
+    def run(variables, z, key):
+        off = q_off.apply(variables, z, train=True, mutable=["vq_state"])  # no rngs needed
+        on = q_on.apply(variables, z, train=True, mutable=["vq_state"], rngs={"restart": key})
+        state = variables["vq_state"]
+        plain = vq.ema_update(state["cluster_size"], state["embed_sum"], z, off[0][1]["codes"],
+                              decay=DECAY, eps=q_off.eps)
+        return off, on, plain
+
+    return run
+
+
+def test_starved_codes_are_restarted_onto_batch_vectors_and_live_codes_are_untouched():
+    """Codes 4..7 get no assignment, so their N_k = 0.9 < threshold 0.95: each is moved onto a
+    distinct row of the batch (e_k = m_k = z_r, N_k = 1), and wins that row at the next step;
+    codes 0..3 end bit-identical to the step without restarts; a different key picks other
+    rows; this step's outputs do not change."""
+    run = _restart_step()
+    variables = _ema_variables(_codebook_params()["params"]["codebook"])
+    z = _starved(24)
+    ((zq_off, aux_off), off), ((zq_on, aux_on), on), _ = run(variables, jnp.asarray(z),
+                                                             jax.random.key(3))
+    assert sorted(np.unique(np.asarray(aux_on["codes"]))) == [0, 1, 2, 3]
+    assert int(aux_on["restarted"]) == 4 and int(aux_off["restarted"]) == 0
+    np.testing.assert_array_equal(np.asarray(zq_on), np.asarray(zq_off))
+    off, on = off["vq_state"], on["vq_state"]
+    for name in ("codebook", "embed_sum", "cluster_size"):
+        np.testing.assert_array_equal(np.asarray(on[name])[:4], np.asarray(off[name])[:4],
+                                      err_msg=name)
+    restarted = np.asarray(on["codebook"])[4:]
+    rows = [np.flatnonzero((z == e).all(-1)) for e in restarted]
+    assert all(len(r) == 1 for r in rows), rows  # each exactly one row of the batch
+    assert len({int(r[0]) for r in rows}) == 4  # distinct rows
+    np.testing.assert_array_equal(np.asarray(on["embed_sum"])[4:], restarted)
+    np.testing.assert_array_equal(np.asarray(on["cluster_size"])[4:], np.ones(4))
+    assert not np.allclose(np.asarray(off["codebook"])[4:], restarted)
+
+    _, (_, other), _ = run(variables, jnp.asarray(z), jax.random.key(4))
+    _, ((_, aux_next), _), _ = run({"vq_state": on}, jnp.asarray(z), jax.random.key(5))
+    assert not np.array_equal(np.asarray(other["vq_state"]["codebook"])[4:], restarted)
+    assert (np.asarray(aux_next["code_counts"])[4:] > 0).all()  # restarted codes now win rows
+
+
+def test_restart_threshold_0_is_the_plain_ema_step():
+    """With restart_threshold=0 (the default) a train step needs no "restart" rng, restarts
+    nothing although codes are starved, and its state is bit-identical to ema_update's."""
+    run = _restart_step()
+    variables = _ema_variables(_codebook_params()["params"]["codebook"])
+    ((_, aux), off), _, plain = run(variables, jnp.asarray(_starved(24)), jax.random.key(3))
+    assert int(aux["restarted"]) == 0
+    assert (np.asarray(off["vq_state"]["cluster_size"]) < THRESHOLD).sum() == 4
+    for name, leaf in zip(("cluster_size", "embed_sum", "codebook"), plain):
+        np.testing.assert_array_equal(np.asarray(off["vq_state"][name]), np.asarray(leaf),
+                                      err_msg=name)
+
+
+def test_restarts_over_a_named_axis_are_the_same_on_every_device():
+    """Under jax.vmap(axis_name="devices") over 2 devices whose batches use different codes and
+    whose restart keys differ, both devices restart the same codes to the same vectors of the
+    global batch, equal to one device on the concatenated batch with device 0's key."""
+    kwargs = {"update": "ema", "decay": DECAY, "restart_threshold": THRESHOLD}
+    q_dev = vq.VectorQuantizer(K, D, axis_name="devices", **kwargs)
+    q_one = vq.VectorQuantizer(K, D, **kwargs)
+    variables = _ema_variables(_codebook_params()["params"]["codebook"])
+    z = np.stack([_starved(12, first=0, seed=1), _starved(12, first=2, seed=2)])  # [2, 12, D]
+    keys = jax.random.split(jax.random.key(11), 2)
+
+    def step(q, a, key):
+        (_, aux), new = q.apply(variables, a, train=True, mutable=["vq_state"],
+                                rngs={"restart": key})
+        return new["vq_state"], aux["restarted"]
+
+    @jax.jit
+    def run(a, k):
+        return (jax.vmap(functools.partial(step, q_dev), axis_name="devices")(a, k),
+                step(q_one, a.reshape(-1, D), k[0]))
+
+    (new, restarted), (ref, restarted_one) = run(jnp.asarray(z), keys)
+    assert restarted.tolist() == [4, 4] and int(restarted_one) == 4
+    for name, leaf in new.items():
+        leaf, ref_leaf = np.asarray(leaf), np.asarray(ref[name])
+        np.testing.assert_array_equal(leaf[0], leaf[1], err_msg=name)
+        np.testing.assert_allclose(leaf[0][:4], ref_leaf[:4], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(leaf[0][4:], ref_leaf[4:], err_msg=name)  # the same rows
+    flat = z.reshape(-1, D)
+    rows = [int(np.flatnonzero((flat == e).all(-1))[0]) for e in np.asarray(ref["codebook"])[4:]]
+    assert min(rows) < 12 <= max(rows), rows  # drawn from both devices' batches
+
+
+def test_a_batch_smaller_than_the_codebook_restarts_codes_onto_its_rows():
+    """restart_dead_codes with 3 batch vectors and K = 8 codes all dead (drawn with
+    replacement): every code becomes one of the 3 rows, with N_k = 1 and m_k = e_k."""
+    z = _data(3, seed=8)
+    codebook = _codebook_params()["params"]["codebook"]
+    cluster, embed, new, dead = vq.restart_dead_codes(
+        jnp.zeros(K), codebook, codebook, jnp.asarray(z), jax.random.key(0), threshold=0.5)
+    assert np.asarray(dead).all()
+    hits = (np.asarray(new)[:, None, :] == z[None]).all(-1)  # [K, 3]
+    assert (hits.sum(-1) == 1).all()
+    np.testing.assert_array_equal(np.asarray(embed), np.asarray(new))
+    np.testing.assert_array_equal(np.asarray(cluster), np.ones(K))
+
+
+def test_restart_without_a_restart_rng_is_refused_in_one_line():
+    q = vq.VectorQuantizer(K, D, update="ema", restart_threshold=1.0)
+    variables = _ema_variables(_codebook_params()["params"]["codebook"])
+    with pytest.raises(ValueError) as e:
+        q.apply(variables, jnp.asarray(_data(4)), train=True, mutable=["vq_state"])
+    assert "rngs={'restart': key}" in str(e.value) and "\n" not in str(e.value)

@@ -1,0 +1,111 @@
+"""The prior over VQ-VAE codes (``vqvae_prior``): the bound it reports is the prior's NLL over
+codes plus the decoder's term, a uniform prior costs exactly L log K, VQ-VAE-2's bottom prior
+reads the top codes, both samplers agree, and a wrong first stage is refused."""
+
+import math
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gmzoo import zoo
+from gmzoo.config import ConfigError
+from gmzoo.data.pipeline import ordered_batches
+from gmzoo.families.vqvae import family as stage1
+from gmzoo.families.vqvae import prior
+from gmzoo.train.loop import heldout_metrics, inference_params
+
+TINY_VQ = ["data.name=digits", "model.num_codes=16", "model.code_dim=4", "model.hidden=8"]
+RUN = ["train.batch_size=16", "train.steps=2", "train.eval_every=0", "train.sample_every=0",
+       "train.checkpoint_every=2", "train.progress_bar=false", "eval.batch_size=16"]
+TINY_PRIOR = list(zoo.get("vqvae_prior").tiny)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny trained vqvae and a tiny prior trained on it (2 steps each)."""
+    vq_dir = str(tmp_path_factory.mktemp("vqvae"))
+    zoo.train(zoo.config("vqvae", TINY_VQ + RUN), vq_dir, verbose=False)
+    prior_dir = str(tmp_path_factory.mktemp("prior"))
+    cfg = zoo.config("vqvae_prior", ["data.name=digits", f"model.autoencoder={vq_dir}"]
+                     + TINY_PRIOR + RUN)
+    state = zoo.train(cfg, prior_dir, verbose=False)
+    return vq_dir, prior_dir, zoo.setup(cfg), state
+
+
+def test_two_stage_bound_is_the_prior_nll_plus_the_decoder_term(runs):
+    vq_dir, _, run, state = runs
+    params = inference_params(run, state)
+    prior_nll = heldout_metrics(run, params, limit=16)["nll_codes"]
+    vq_run, vq_state = zoo.load(vq_dir)
+    recon_nll = heldout_metrics(vq_run, inference_params(vq_run, vq_state), limit=16)["recon_nll"]
+    # The same 16 test digits, binarized with the same evaluation key by both runs.
+    batch = next(iter(ordered_batches(run.test_source, 16, 16)))
+    x = run.space.prepare(batch, jax.random.fold_in(jax.random.key(run.config.eval.seed), 0))
+    fns = run.recipe.likelihoods(run.config.model, run.module, run.config.eval)
+    two_stage = -float(jnp.mean(fns["two-stage bound: log p(x|z_q) + log p_prior(codes)"](
+        params, x["image"], None)))
+    np.testing.assert_allclose(two_stage, prior_nll + recon_nll, rtol=1e-5)
+    # The stage-1 ELBO beside it swaps the learned prior for L log K.
+    (label, uniform), = [(k, f) for k, f in fns.items() if k.startswith("stage 1")]
+    np.testing.assert_allclose(-float(jnp.mean(uniform(params, x["image"], None))),
+                               recon_nll + 4 * math.log(16), rtol=1e-5)
+
+
+def _prior_nets(two_level: bool, m=prior.VQPriorConfig(features=8, num_layers=1, first_kernel=3,
+                                                       embedding=4, cond_channels=4)):
+    cls = stage1.VQVAE2Config if two_level else stage1.VQVAEConfig
+    vq = stage1._build(cls(num_codes=5, code_dim=4, hidden=8), (8, 8, 1), 2)
+    vq_params = stage1._init(vq, jax.random.key(0), {"image": jnp.zeros((2, 8, 8, 1))})
+    frozen = {**vq_params["params"], "vq_state": vq_params["vq_state"]}  # inference_params
+    stage = types.SimpleNamespace(run=types.SimpleNamespace(module=vq), params=frozen)
+    nets = prior._build(m, (8, 8, 1), 2, stage=stage)
+    return nets, prior._init(nets, jax.random.key(1), {"image": jnp.zeros((2, 8, 8, 1))})["params"]
+
+
+@pytest.mark.parametrize("two_level", [False, True])
+def test_a_uniform_prior_costs_exactly_l_log_k(two_level):
+    nets, params = _prior_nets(two_level)
+    zero = {k: (v if k == "frozen" else jax.tree.map(jnp.zeros_like, v)) for k, v in params.items()}
+    codes = tuple(jax.random.randint(jax.random.key(i), (3, h, w), 0, 5)
+                  for i, (h, w) in enumerate(nets.vq.code_shapes))
+    num = sum(h * w for h, w in nets.vq.code_shapes)  # 2x2 (+ 4x4 for VQ-VAE-2)
+    np.testing.assert_allclose(prior.codes_log_prob(nets, zero, codes), -num * math.log(5),
+                               rtol=1e-6)
+
+
+def test_vqvae2_bottom_prior_reads_the_top_codes_and_samplers_agree():
+    nets, params = _prior_nets(True)
+    params = jax.tree.map(lambda v: v + 0.3 * jax.random.normal(jax.random.key(2), v.shape)
+                          if v.dtype == jnp.float32 else v, params)
+    top = jnp.zeros((2, 2, 2), jnp.int32)
+    bottom = jnp.ones((2, 4, 4), jnp.int32)
+    a = prior.codes_log_prob(nets, params, (top, bottom))
+    b = prior.codes_log_prob(nets, params, (top.at[:, 0, 0].set(3), bottom))
+    top_only = nets.levels[0].log_prob(params["top"], top[..., None].astype(jnp.float32))
+    top_only_b = nets.levels[0].log_prob(params["top"], top.at[:, 0, 0].set(3)[..., None]
+                                         .astype(jnp.float32))
+    # The bottom term changes with the top codes (not only the top term).
+    assert np.all(np.abs((a - top_only) - (b - top_only_b)) > 1e-4)
+    draw = lambda sampler: jax.jit(prior._sampler(
+        None, nets, mean=True, sampling=prior.ARSampleConfig(sampler=sampler)),
+        static_argnums=2)(params, jax.random.key(3), 3)
+    np.testing.assert_array_equal(draw("cached"), draw("naive"))
+
+
+def test_refusals(runs):
+    vq_dir, prior_dir, _, _ = runs
+    base = ["data.name=digits"] + TINY_PRIOR
+    with pytest.raises(ConfigError, match="holds a vqvae_prior run; vqvae_prior takes a vqvae "
+                                          "or vqvae2 run"):
+        zoo.setup(zoo.config("vqvae_prior", base + [f"model.autoencoder={prior_dir}"]))
+    with pytest.raises(ConfigError, match="data must match the VQ-VAE's"):
+        zoo.setup(zoo.config("vqvae_prior", base + [f"model.autoencoder={vq_dir}",
+                                                    "data.binarize=fixed"]))
+    with pytest.raises(ConfigError, match="is not a trained run"):
+        zoo.setup(zoo.config("vqvae_prior", base + [f"model.autoencoder={vq_dir}/nothing"]))
+    with pytest.raises(ConfigError, match="the prior over codes is unconditional"):
+        zoo.setup(zoo.config("vqvae_prior", base + [f"model.autoencoder={vq_dir}",
+                                                    "sample.class_label=1"]))

@@ -15,21 +15,51 @@ O(block * m)), in float64 on the host.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 BLOCK = 1024
 
 
+def _pair_distances(block: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """|block_i - y_j| [b, m], as ``sqrt(sum_k (block_ik - y_jk)^2)`` summed over k in order.
+
+    Built one coordinate at a time in [b, m] buffers instead of through a [b, m, d] difference
+    array: the same floating-point operations in the same order (numpy sums an axis shorter
+    than 8 left to right), so the same bits, ~4x faster for the 2-D sets (the within-set term
+    of a 10,000-point training set is 10^8 pairs)."""
+    if y.shape[1] >= 8:  # numpy's pairwise summation reorders longer axes: the direct form
+        return np.sqrt(np.sum(np.square(block[:, None, :] - y[None, :, :]), axis=-1))
+    sq = None
+    for k in range(y.shape[1]):
+        diff = block[:, k, None] - y[None, :, k]  # [b, m]
+        diff *= diff
+        sq = diff if sq is None else np.add(sq, diff, out=sq)
+    return np.sqrt(sq, out=sq)
+
+
 def _mean_distance(x: np.ndarray, y: np.ndarray, *, same: bool) -> float:
     """Mean |x_i - y_j| over all pairs (over i != j when ``same``, x and y the same set)."""
     total = 0.0
     for start in range(0, len(x), BLOCK):
-        block = x[start:start + BLOCK]  # [b, d]
-        d = np.sqrt(np.sum(np.square(block[:, None, :] - y[None, :, :]), axis=-1))  # [b, m]
+        d = _pair_distances(x[start:start + BLOCK], y)  # [b, m]
         total += float(d.sum())  # the diagonal of a same-set block is 0
     pairs = len(x) * (len(y) - 1) if same else len(x) * len(y)
     return total / pairs
+
+
+@functools.lru_cache(maxsize=4)
+def _within_cached(shape: tuple[int, ...], y_bytes: bytes) -> float:
+    y = np.frombuffer(y_bytes, np.float64).reshape(shape)
+    return _mean_distance(y, y, same=True)
+
+
+def _within(y: np.ndarray) -> float:
+    """E|Y - Y'| of a set, remembered for the last few sets (an evaluation compares its samples
+    and its held-out points with the same training set: its 10^8 pairs are summed once)."""
+    return _within_cached(y.shape, np.ascontiguousarray(y).tobytes())
 
 
 def energy_distance(x: ArrayLike, y: ArrayLike) -> float:
@@ -44,7 +74,7 @@ def energy_distance(x: ArrayLike, y: ArrayLike) -> float:
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         return float("inf")
     return (2.0 * _mean_distance(x, y, same=False) - _mean_distance(x, x, same=True)
-            - _mean_distance(y, y, same=True))
+            - _within(y))
 
 
 def spread_subset(points: ArrayLike, limit: int) -> np.ndarray:

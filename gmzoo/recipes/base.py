@@ -144,6 +144,17 @@ def sample_labels(n: int, sampling: Any, num_classes: int) -> jax.Array:
     return jnp.arange(n, dtype=jnp.int32) % num_classes
 
 
+def check_first_stage_data(config: ExperimentConfig, first: ExperimentConfig, what: str) -> None:
+    """Refuses (ConfigError, one line) a second stage whose data settings differ from those of
+    its first stage's run ``first`` (the data directory may differ), naming the settings to
+    use; ``what`` names the first stage ("the autoencoder's")."""
+    if first.data != dataclasses.replace(config.data, data_dir=first.data.data_dir):
+        d = first.data
+        raise ConfigError(f"data must match {what}: --set data.name={d.name} "
+                          f"data.binarize={d.binarize} data.scale={d.scale} "
+                          f"data.dequantize={str(d.dequantize).lower()}")
+
+
 def check_class_label(model: Any, class_label: int) -> None:
     """Refuses (ConfigError, one line) a ``sample.class_label`` the model cannot take: any
     label of an unconditional model (``model.num_classes`` 0), or one outside 0..K-1."""

@@ -24,7 +24,7 @@ from gmzoo.config import ConfigError, DataConfig, ExperimentConfig
 from gmzoo.diffusion import schedules
 from gmzoo.losses import diffusion as losses
 from gmzoo.nn.time_mlp import TimeMLP
-from gmzoo.recipes.base import Recipe
+from gmzoo.recipes.base import Recipe, check_first_stage_data
 from gmzoo.recipes.diffusion import (DISCRETE_SAMPLERS, SDE_SAMPLERS, DiffusionSampleConfig, check_discrete_sampling,
                                      check_schedule, eps_network, experiment, guided_eps,
                                      run_discrete_sampler)
@@ -61,11 +61,7 @@ def _check(config: ExperimentConfig, image_shape, *, stage) -> None:
     if ae.model.name not in AUTOENCODERS or getattr(ae.model, "num_layers", 1) != 1:
         raise ConfigError(f"model.autoencoder: {m.autoencoder} holds a {ae.model.name} run; latent "
                           f"diffusion takes one of {', '.join(AUTOENCODERS)} (one latent layer)")
-    if ae.data != dataclasses.replace(config.data, data_dir=ae.data.data_dir):
-        d = ae.data
-        raise ConfigError(f"data must match the autoencoder's: --set data.name={d.name} "
-                          f"data.binarize={d.binarize} data.scale={d.scale} "
-                          f"data.dequantize={str(d.dequantize).lower()}")
+    check_first_stage_data(config, ae, "the autoencoder's")
     check_schedule(m)
     if not m.hidden or min(m.hidden) < 1 or m.stats_examples < 2:
         raise ConfigError("model.hidden must be positive widths and model.stats_examples >= 2")

@@ -2,7 +2,12 @@
 exact likelihood log p(x) = log p_Z(f(x)) + log |det df/dx| (Dinh et al. 2017, Real NVP;
 Kingma & Dhariwal 2018, Glow).
 
-The family will hold the bijectors (:mod:`gmzoo.families.flows.bijectors`: affine couplings,
-squeeze, ActNorm, the invertible 1x1 convolution, dequantization and the logit transform), the
-multi-scale flows built from them, their likelihood in bits per dimension, and sampling by the
-inverse map."""
+- :mod:`~gmzoo.families.flows.bijectors`: affine couplings (checkerboard and channel masks,
+  conditional), squeeze, ActNorm, the LU 1x1 convolution, the logit transform, chains; each
+  returns its output and its log-determinant together.
+- :mod:`~gmzoo.families.flows.models`: Real NVP and Glow, multi-scale with factored-out latents.
+- :mod:`~gmzoo.families.flows.dequantization`: variational dequantization (Flow++).
+- :mod:`~gmzoo.families.flows.family`: the rows ``realnvp`` and ``glow``.
+- :mod:`~gmzoo.families.flows.superres`: the row ``cond_flow``, a conditional Glow for
+  super-resolution.
+"""

@@ -37,7 +37,8 @@ so log p(x) = log p_Z(f(x)) + sum_k log_det_k, and sampling runs the inverses in
   also fixes P and sign_s, so they are constants and not params (give each layer its own seed).
   det W < 0 is allowed: sign_s carries it [PITFALLS: openai/glow#40].
 - :func:`logit_transform` (Real NVP sec. 4.1): y = logit(alpha + (1 - 2 alpha) x) for x in
-  [0, 1]^D, with its exact log-det. Dequantization and bits/dim are the spine's: the data space
+  [0, 1]^D, with its exact log-det. Uniform dequantization and bits/dim are the spine's (the
+  variational one is :mod:`gmzoo.families.flows.dequantization`'s): the data space
   (``data.dequantize=true``, :mod:`gmzoo.data.preprocess`) hands the flow x' = (x + u) / L, and
   ``gmzoo evaluate`` reports (NLL / D + log L) / log 2 for L levels, where NLL = -log p(x') must
   already include every log-det from x' to the latent, this logit's among them [PITFALLS: a

@@ -257,6 +257,22 @@ def _likelihoods(m: FlowConfig, nets: FlowNets, eval_cfg: EvalConfig) -> dict[st
     return out
 
 
+def check_unit_data(config: ExperimentConfig, *, variational_hint: bool = False) -> None:
+    """Refuses (one line) data other than the spine's dequantized [0, 1) images, and a
+    ``model.logit_alpha`` outside [0, 0.5): what a flow on x' = (x + u) / L needs."""
+    m, d = config.model, config.data
+    if d.binarize != "none" or not d.dequantize:
+        hint = (", or model.dequantization=variational with data.scale=levels"
+                if variational_hint else "")
+        raise ConfigError(f"model {m.name} is a density over continuous data: set "
+                          f"data.dequantize=true (and data.binarize=none){hint}")
+    if d.scale != "unit":
+        raise ConfigError(f"model {m.name} takes dequantized data in [0, 1): set "
+                          f"data.scale=unit (got {d.scale!r})")
+    if not m.logit_alpha < 0.5:
+        raise ConfigError(f"model.logit_alpha={m.logit_alpha} must be in [0, 0.5)")
+
+
 def _check(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
     m, d = config.model, config.data
     if m.dequantization == "variational":
@@ -266,15 +282,10 @@ def _check(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
                 f"integer levels: set data.scale=levels data.dequantize=false data.binarize=none "
                 f"(got data.scale={d.scale}, data.dequantize={str(d.dequantize).lower()}, "
                 f"data.binarize={d.binarize})")
-    elif d.binarize != "none" or not d.dequantize:
-        raise ConfigError(f"model {m.name} is a density over continuous data: set "
-                          "data.dequantize=true (and data.binarize=none), or "
-                          "model.dequantization=variational with data.scale=levels")
-    elif d.scale != "unit":
-        raise ConfigError(f"model {m.name} takes dequantized data in [0, 1): set "
-                          f"data.scale=unit (got {d.scale!r})")
-    if not m.logit_alpha < 0.5:
-        raise ConfigError(f"model.logit_alpha={m.logit_alpha} must be in [0, 0.5)")
+        if not m.logit_alpha < 0.5:
+            raise ConfigError(f"model.logit_alpha={m.logit_alpha} must be in [0, 0.5)")
+    else:
+        check_unit_data(config, variational_hint=True)
     h, w = image_shape[:2]
     halvings = m.num_levels if isinstance(m, GlowConfig) else m.num_scales - 1
     if h % 2 ** halvings or w % 2 ** halvings:

@@ -63,6 +63,7 @@ from gmzoo.config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig,
                           SampleConfig, TrainConfig, at_least, non_negative, positive)
 from gmzoo.data import paired
 from gmzoo.families.flows import bijectors, models
+from gmzoo.families.flows.family import check_unit_data
 from gmzoo.losses.nll import nll_loss
 from gmzoo.nn.tree import cast_inputs
 from gmzoo.recipes.base import Recipe, Translation
@@ -245,14 +246,7 @@ def _translate(m: CondFlowConfig, nets: CondFlowNets, *,
 
 def _check(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
     m, d = config.model, config.data
-    if d.binarize != "none" or not d.dequantize:
-        raise ConfigError(f"model {m.name} is a density over continuous data: set "
-                          "data.dequantize=true (and data.binarize=none)")
-    if d.scale != "unit":
-        raise ConfigError(f"model {m.name} takes dequantized data in [0, 1): set "
-                          f"data.scale=unit (got {d.scale!r})")
-    if not m.logit_alpha < 0.5:
-        raise ConfigError(f"model.logit_alpha={m.logit_alpha} must be in [0, 0.5)")
+    check_unit_data(config)
     h, w = image_shape[:2]
     if h % m.factor or w % m.factor:
         allowed = [k for k in range(2, min(h, w) + 1) if h % k == 0 and w % k == 0]

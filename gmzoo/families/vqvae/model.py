@@ -83,6 +83,13 @@ def _conv_features(encoder: ConvEncoder, x: jax.Array) -> jax.Array:
                               encoder.features[-1])
 
 
+def _fields_error(model: nn.Module) -> str | None:
+    """Why a VQ-VAE's width and quantizer fields are refused, or None."""
+    return _hidden_error(model.hidden) or quantizer_fields_error(
+        model.num_codes, model.code_dim, model.beta, model.update, model.decay, model.eps,
+        model.restart_threshold)
+
+
 def _check_images(name: str, x: jax.Array, image_shape: tuple[int, int, int]) -> None:
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape):
         height, width, channels = image_shape
@@ -139,9 +146,7 @@ class VQVAE(nn.Module):
         error = conv_image_shape_error(tuple(self.image_shape), self.num_stages)
         if error is not None:
             raise ValueError(f"VQVAE with downsample={self.downsample}: {error}")
-        error = _hidden_error(self.hidden) or quantizer_fields_error(
-            self.num_codes, self.code_dim, self.beta, self.update, self.decay, self.eps,
-            self.restart_threshold)
+        error = _fields_error(self)
         if error is not None:
             raise ValueError(error)
         super().__post_init__()
@@ -224,9 +229,7 @@ class VQVAE2(nn.Module):
         if error is not None:
             raise ValueError(f"VQVAE2 with bottom_downsample={self.bottom_downsample} and "
                              f"top_downsample={self.top_downsample}: {error}")
-        error = _hidden_error(self.hidden) or quantizer_fields_error(
-            self.num_codes, self.code_dim, self.beta, self.update, self.decay, self.eps,
-            self.restart_threshold)
+        error = _fields_error(self)
         if error is not None:
             raise ValueError(error)
         super().__post_init__()

@@ -41,7 +41,7 @@ from gmzoo.config import (ConfigError, EvalConfig, ExperimentConfig, OptimConfig
 from gmzoo.families.autoregressive import pixelcnn, pixelcnn_cache, transformer
 from gmzoo.families.autoregressive.family import ARNets, ARSampleConfig
 from gmzoo.families.vqvae import family as stage1
-from gmzoo.recipes.base import Recipe
+from gmzoo.recipes.base import Recipe, check_first_stage_data
 
 FIRST_STAGES = ("vqvae", "vqvae2")
 PRIORS = ("gated_pixelcnn", "transformer")
@@ -117,11 +117,7 @@ def _check(config: ExperimentConfig, image_shape, *, stage) -> None:
     if first.model.name not in FIRST_STAGES:
         raise ConfigError(f"model.autoencoder: {m.autoencoder} holds a {first.model.name} run; "
                           f"vqvae_prior takes a {' or '.join(FIRST_STAGES)} run")
-    if first.data != dataclasses.replace(config.data, data_dir=first.data.data_dir):
-        d = first.data
-        raise ConfigError(f"data must match the VQ-VAE's: --set data.name={d.name} "
-                          f"data.binarize={d.binarize} data.scale={d.scale} "
-                          f"data.dequantize={str(d.dequantize).lower()}")
+    check_first_stage_data(config, first, "the VQ-VAE's")
     if m.prior == "gated_pixelcnn" and (m.first_kernel % 2 == 0 or m.kernel % 2 == 0):
         raise ConfigError(f"model.first_kernel={m.first_kernel} and model.kernel={m.kernel} must "
                           "be odd (a masked convolution is centred on its code)")

@@ -229,8 +229,9 @@ def _sampler(m: VQVAEConfig, nets: VQNets, *, mean: bool = True, sampling=None):
 
 
 def _report(run: Any, params: Any, out_dir: str) -> dict:
-    """Codebook usage over the test split (counts accumulated over all of it, not per batch):
-    the fraction of codes used and the perplexity, per level."""
+    """Codebook usage over one epoch of the training split and over the test split (counts
+    accumulated over all of it, not per batch, which would understate both): the codes used
+    and the perplexity, per level."""
     from gmzoo.data.pipeline import ordered_batches
     from gmzoo.families.vqvae.quantizer import perplexity
 
@@ -238,20 +239,21 @@ def _report(run: Any, params: Any, out_dir: str) -> dict:
     nets, cfg = run.module, run.config
     encode = jax.jit(lambda p, x: nets.net.apply(_variables(p), x, method="encode"))
     levels = ("top", "bottom") if _is_two_level(nets.config) else ("",)
-    counts = [np.zeros(nets.config.num_codes) for _ in levels]
     key = jax.random.key(cfg.eval.seed)
-    for i, batch in enumerate(ordered_batches(run.test_source, cfg.eval.batch_size,
-                                              cfg.eval.max_examples)):
-        x = run.space.prepare(batch, jax.random.fold_in(key, i))["image"]
-        codes = encode(params, x)
-        codes = codes if isinstance(codes, tuple) else (codes,)
-        for c, k in zip(counts, codes):
-            c += np.bincount(np.asarray(k).reshape(-1), minlength=len(c))
     lines = {}
-    for name, c in zip(levels, counts):
-        prefix = f"{name} " if name else ""
-        lines[f"{prefix}codes used on the test split"] = f"{int((c > 0).sum())} of {len(c)}"
-        lines[f"{prefix}code perplexity on the test split"] = float(perplexity(jnp.asarray(c)))
+    for split, source, limit in (("an epoch of the training split", run.train_source, 0),
+                                 ("the test split", run.test_source, cfg.eval.max_examples)):
+        counts = [np.zeros(nets.config.num_codes) for _ in levels]
+        for i, batch in enumerate(ordered_batches(source, cfg.eval.batch_size, limit)):
+            x = run.space.prepare(batch, jax.random.fold_in(key, i))["image"]
+            codes = encode(params, x)
+            codes = codes if isinstance(codes, tuple) else (codes,)
+            for c, k in zip(counts, codes):
+                c += np.bincount(np.asarray(k).reshape(-1), minlength=len(c))
+        for name, c in zip(levels, counts):
+            prefix = f"{name} " if name else ""
+            lines[f"{prefix}codes used over {split}"] = f"{int((c > 0).sum())} of {len(c)}"
+            lines[f"{prefix}code perplexity over {split}"] = float(perplexity(jnp.asarray(c)))
     return lines
 
 

@@ -72,3 +72,13 @@ def test_stage1_elbo_is_the_reconstruction_minus_l_log_k(tiny_run):
     np.testing.assert_allclose(elbo(params, batch["image"], None),
                                recon - codes * math.log(16), rtol=1e-6)
     assert "uniform prior over the 4 codes" in label
+
+
+def test_report_counts_codebook_usage_over_an_epoch_and_the_test_split(tiny_run, tmp_path):
+    run, variables, _ = tiny_run
+    params = {**variables["params"], "vq_state": variables["vq_state"]}
+    lines = run.recipe.report(run, params, str(tmp_path))
+    for split in ("an epoch of the training split", "the test split"):
+        used = int(lines[f"codes used over {split}"].split(" of ")[0])
+        assert lines[f"codes used over {split}"].endswith(" of 16") and 1 <= used <= 16
+        assert 1.0 <= lines[f"code perplexity over {split}"] <= used + 1e-6

@@ -76,6 +76,13 @@ BENCHMARKS = {
                                    warmup=1, batch=100),
     "gated_pixelcnn_small_mnist5k": dict(script="gated_pixelcnn_step.py", args=["--size", "small"],
                                          steps=(20, 6), warmup=2, batch=100),
+    # Glow (benchmarks/glow_step.py), `gmzoo train glow`'s step: the recipe's flow (2 levels x 8 steps of
+    # ActNorm, LU 1x1 conv, affine coupling with 128 hidden channels; split with a learned prior), logit
+    # transform, mean NLL in nats of dequantized mnist5k, clip 1.0 + Adam warm-up/cosine + EMA 0.999.
+    # The torch twin runs channels_last (NCHW's conv backward is ~5x slower here). Small row: 4 steps/level, 64 hidden.
+    "glow_mnist5k": dict(script="glow_step.py", args=["--size", "default"], steps=(10, 3), warmup=1, batch=64),
+    "glow_small_mnist5k": dict(script="glow_step.py", args=["--size", "small"], steps=(20, 6), warmup=2,
+                               batch=64),
 }
 
 # DDPM sampling with the same U-Nets (benchmarks/diffusion_sampler.py), batch 64: (full, quick)

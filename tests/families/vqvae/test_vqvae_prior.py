@@ -2,6 +2,7 @@
 codes plus the decoder's term, a uniform prior costs exactly L log K, VQ-VAE-2's bottom prior
 reads the top codes, both samplers agree, and a wrong first stage is refused."""
 
+import functools
 import math
 import types
 
@@ -45,24 +46,27 @@ def test_two_stage_bound_is_the_prior_nll_plus_the_decoder_term(runs):
     batch = next(iter(ordered_batches(run.test_source, 16, 16)))
     x = run.space.prepare(batch, jax.random.fold_in(jax.random.key(run.config.eval.seed), 0))
     fns = run.recipe.likelihoods(run.config.model, run.module, run.config.eval)
-    two_stage = -float(jnp.mean(fns["two-stage bound: log p(x|z_q) + log p_prior(codes)"](
-        params, x["image"], None)))
+    (_, uniform), = [(k, f) for k, f in fns.items() if k.startswith("stage 1")]
+    both = jax.jit(lambda p, x: (fns["two-stage bound: log p(x|z_q) + log p_prior(codes)"](
+        p, x, None), uniform(p, x, None)))
+    two_stage, stage1_elbo = (-float(jnp.mean(v)) for v in both(params, x["image"]))
     np.testing.assert_allclose(two_stage, prior_nll + recon_nll, rtol=1e-5)
     # The stage-1 ELBO beside it swaps the learned prior for L log K.
-    (label, uniform), = [(k, f) for k, f in fns.items() if k.startswith("stage 1")]
-    np.testing.assert_allclose(-float(jnp.mean(uniform(params, x["image"], None))),
-                               recon_nll + 4 * math.log(16), rtol=1e-5)
+    np.testing.assert_allclose(stage1_elbo, recon_nll + 4 * math.log(16), rtol=1e-5)
 
 
+@functools.lru_cache(maxsize=2)  # built once per level count for the tests below
 def _prior_nets(two_level: bool, m=prior.VQPriorConfig(features=8, num_layers=1, first_kernel=3,
                                                        embedding=4, cond_channels=4)):
     cls = stage1.VQVAE2Config if two_level else stage1.VQVAEConfig
     vq = stage1._build(cls(num_codes=5, code_dim=4, hidden=8), (8, 8, 1), 2)
-    vq_params = stage1._init(vq, jax.random.key(0), {"image": jnp.zeros((2, 8, 8, 1))})
+    vq_params = jax.jit(lambda k: stage1._init(vq, k, {"image": jnp.zeros((2, 8, 8, 1))}))(
+        jax.random.key(0))
     frozen = {**vq_params["params"], "vq_state": vq_params["vq_state"]}  # inference_params
     stage = types.SimpleNamespace(run=types.SimpleNamespace(module=vq), params=frozen)
     nets = prior._build(m, (8, 8, 1), 2, stage=stage)
-    return nets, prior._init(nets, jax.random.key(1), {"image": jnp.zeros((2, 8, 8, 1))})["params"]
+    init = jax.jit(lambda k: prior._init(nets, k, {"image": jnp.zeros((2, 8, 8, 1))}))
+    return nets, init(jax.random.key(1))["params"]
 
 
 @pytest.mark.parametrize("two_level", [False, True])
@@ -72,8 +76,8 @@ def test_a_uniform_prior_costs_exactly_l_log_k(two_level):
     codes = tuple(jax.random.randint(jax.random.key(i), (3, h, w), 0, 5)
                   for i, (h, w) in enumerate(nets.vq.code_shapes))
     num = sum(h * w for h, w in nets.vq.code_shapes)  # 2x2 (+ 4x4 for VQ-VAE-2)
-    np.testing.assert_allclose(prior.codes_log_prob(nets, zero, codes), -num * math.log(5),
-                               rtol=1e-6)
+    log_prob = jax.jit(lambda p, c: prior.codes_log_prob(nets, p, c))
+    np.testing.assert_allclose(log_prob(zero, codes), -num * math.log(5), rtol=1e-6)
 
 
 def test_vqvae2_bottom_prior_reads_the_top_codes_and_samplers_agree():
@@ -82,11 +86,11 @@ def test_vqvae2_bottom_prior_reads_the_top_codes_and_samplers_agree():
                           if v.dtype == jnp.float32 else v, params)
     top = jnp.zeros((2, 2, 2), jnp.int32)
     bottom = jnp.ones((2, 4, 4), jnp.int32)
-    a = prior.codes_log_prob(nets, params, (top, bottom))
-    b = prior.codes_log_prob(nets, params, (top.at[:, 0, 0].set(3), bottom))
-    top_only = nets.levels[0].log_prob(params["top"], top[..., None].astype(jnp.float32))
-    top_only_b = nets.levels[0].log_prob(params["top"], top.at[:, 0, 0].set(3)[..., None]
-                                         .astype(jnp.float32))
+    both = jax.jit(lambda t: (prior.codes_log_prob(nets, params, (t, bottom)),
+                              nets.levels[0].log_prob(params["top"],
+                                                      t[..., None].astype(jnp.float32))))
+    a, top_only = both(top)
+    b, top_only_b = both(top.at[:, 0, 0].set(3))
     # The bottom term changes with the top codes (not only the top term).
     assert np.all(np.abs((a - top_only) - (b - top_only_b)) > 1e-4)
     draw = lambda sampler: jax.jit(prior._sampler(

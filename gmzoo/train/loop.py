@@ -110,9 +110,9 @@ class Stage:
         """``(run, state)`` of the first stage's latest checkpoint (loaded on first use)."""
         ckpt_dir = os.path.join(os.path.abspath(self.workdir or "."), "checkpoints")
         if not self.workdir or not os.path.isdir(ckpt_dir):
-            raise ConfigError(f"model.{self.field}={self.workdir!r} is not a trained run; train "
-                              "the first stage there first (e.g. `gmzoo train ae --workdir "
-                              f"runs/ae`, then --set model.{self.field}=runs/ae)")
+            raise ConfigError(f"model.{self.field}={self.workdir!r} is not a trained run (no "
+                              "checkpoints in it); train the first stage first and pass its "
+                              f"workdir: --set model.{self.field}=WORKDIR")
         return load_run(self.workdir, self.table)
 
     @property

@@ -119,7 +119,7 @@ def main() -> None:
     if not args.figures:
         return
     for data in sorted({r["data"] for r in rows}):
-        flows = [(f"{r['model']}, T = {t}\n{r['bpd']:.3f} bits/dim", png) for r in rows
+        flows = [(f"{r['run']}, T = {t}\n{r['bpd']:.3f} bits/dim", png) for r in rows
                  if r["data"] == data and r["model"] in ("realnvp", "glow")
                  for t in ("0.7", "1.0")
                  if os.path.exists(png := os.path.join(_workdir(args.runs, r["run"]),

@@ -153,6 +153,43 @@ def run_jax(args, batches: np.ndarray) -> dict:
     return out
 
 
+def time_gmzoo_step(run, state, step, batches: np.ndarray, labels: np.ndarray, args) -> dict:
+    """ms per step of the train ``step`` (``loop.optimizer_and_step``'s) from ``state``: one
+    jitted step per Python call with the state donated, as a hand-written loop would run it
+    (``compile_s``, ``first_loss``, :func:`vae_step.timed`'s figures over ``args.steps`` x
+    ``args.blocks`` after ``args.warmup``, the last ``loss``), and with ``args.scan`` > 0 also
+    as `gmzoo train` runs it (:func:`time_loop_calls`). Shared by the gated PixelCNN and Glow
+    rows."""
+    import jax
+
+    from gmzoo.train.state import step_key
+
+    out = {}
+    device_batches = [{"image": jax.device_put(b), "label": jax.device_put(y)}
+                      for b, y in zip(batches, labels)]
+    one_step = jax.jit(lambda s, b: step(s, b, step_key(s)), donate_argnums=0)
+    t0 = time.perf_counter()
+    state, metrics = one_step(state, device_batches[0])
+    jax.block_until_ready(state)
+    out["compile_s"] = time.perf_counter() - t0
+    out["first_loss"] = float(metrics["loss"])
+
+    def steps(first, n):
+        nonlocal state, metrics
+        for i in range(first, first + n):
+            state, metrics = one_step(state, device_batches[(i + 1) % len(device_batches)])
+
+    steps(0, args.warmup)
+    jax.block_until_ready(state)
+    out.update(timed(lambda first, n: steps(args.warmup + first, n), args.steps, args.blocks,
+                     lambda: jax.block_until_ready(state)))
+    out["loss"] = float(metrics["loss"])
+    assert bool(metrics["finite"]), "non-finite step"
+    if args.scan > 0:  # as `gmzoo train` runs it (the loop's compiled call of K steps)
+        out.update(time_loop_calls(run, step, batches, labels, args))
+    return out
+
+
 def time_loop_calls(run, step, batches: np.ndarray, labels: np.ndarray, args) -> dict:
     """ms per step as `gmzoo train` runs ``step``: the loop's compiled call (compile_steps of
     scan_steps, the state replicated and donated, the batch stack sharded), K = ``args.scan``

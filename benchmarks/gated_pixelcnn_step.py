@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from gan_step import time_loop_calls  # shared with the GAN rows (this folder is on sys.path)
+from gan_step import time_gmzoo_step  # shared with the GAN rows (this folder is on sys.path)
 from vae_step import timed  # same timing helper (this folder is on sys.path when run as a script)
 
 # The recipe's defaults (gmzoo.families.autoregressive.family; run_jax checks them against the
@@ -118,7 +118,6 @@ def run_jax(args, batches: np.ndarray) -> dict:
     from gmzoo.families.autoregressive import pixelcnn
     from gmzoo.nn.tree import param_count
     from gmzoo.train import loop
-    from gmzoo.train.state import step_key
 
     run = jax_run(args)
     state = loop.init_state(run)
@@ -129,30 +128,7 @@ def run_jax(args, batches: np.ndarray) -> dict:
     labels = np.zeros(batches.shape[:2], np.int32)  # the loop's batches carry labels (unused)
     out = {"params": param_count(state.params), "backend": jax.default_backend(), "version": jax.__version__}
 
-    # 1. One jitted step per Python call (donated state), as a hand-written loop would do.
-    device_batches = [{"image": jax.device_put(b), "label": jax.device_put(y)} for b, y in zip(batches, labels)]
-    one_step = jax.jit(lambda s, b: step(s, b, step_key(s)), donate_argnums=0)
-    t0 = time.perf_counter()
-    state, metrics = one_step(state, device_batches[0])
-    jax.block_until_ready(state)
-    out["compile_s"] = time.perf_counter() - t0
-    out["first_loss"] = float(metrics["loss"])
-
-    def steps(first, n):
-        nonlocal state, metrics
-        for i in range(first, first + n):
-            state, metrics = one_step(state, device_batches[(i + 1) % len(device_batches)])
-
-    steps(0, args.warmup)
-    jax.block_until_ready(state)
-    out.update(timed(lambda first, n: steps(args.warmup + first, n), args.steps, args.blocks,
-                     lambda: jax.block_until_ready(state)))
-    out["loss"] = float(metrics["loss"])
-    assert bool(metrics["finite"]), "non-finite step"
-
-    # 2. As `gmzoo train` runs it (the loop's compiled call of K steps).
-    if args.scan > 0:
-        out.update(time_loop_calls(run, step, batches, labels, args))
+    out.update(time_gmzoo_step(run, state, step, batches, labels, args))
     return out
 
 

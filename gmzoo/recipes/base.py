@@ -41,6 +41,9 @@ class Recipe:
         data marginals, ActNorm) works. Collections other than ``"params"`` become the train
         state's ``model_state``: state that persists across steps (batch statistics,
         persistent chains, a replay buffer), checkpointed and resumed to the bit.
+      init_traced: ``init`` runs under ``jax.jit`` (one compiled program instead of hundreds of
+        op-by-op dispatches, each its own small compile); ``False`` for an ``init`` that reads
+        concrete values on the host (a check that raises on the data), which then runs eagerly.
       init_batch: how many training examples ``init`` sees: 0, a whole training batch
         (``train.batch_size``); the default 2 suffices for shape-only initialisation.
       loss: ``loss(model_cfg, module) -> loss_fn(params, batch, key) -> (loss, metrics)``.
@@ -117,6 +120,7 @@ class Recipe:
     baseline: str = ""
     data_kinds: tuple[str, ...] = ("images",)
     init_batch: int = 2
+    init_traced: bool = True
     sample_config: type | None = None
     eval_config: type | None = None
     report: Callable[[Any, Any, str], dict] | None = None

@@ -87,7 +87,8 @@ def _decode(nets: LatentNets, ae_params, z):
 
 
 def _init(nets: LatentNets, key, batch):
-    """Denoiser initialised; the autoencoder's EMA weights and latent statistics copied in."""
+    """Denoiser initialised; the autoencoder's EMA weights and latent statistics copied in (the
+    statistics are read on the host: ``init_traced=False``, the denoiser's init compiled)."""
     from gmzoo.data.pipeline import ordered_batches
 
     ae_run = nets.stage.run
@@ -98,7 +99,7 @@ def _init(nets: LatentNets, key, batch):
         np.asarray(encode(ae_run.space.prepare(b, jax.random.fold_in(prep_key, i))["image"]))
         for i, b in enumerate(ordered_batches(ae_run.train_source, 500, nets.stats_examples))])
     z = jnp.zeros((batch["image"].shape[0], codes.shape[1]))
-    denoiser = nets.denoiser.init(key, z, jnp.zeros((z.shape[0],)))["params"]
+    denoiser = jax.jit(nets.denoiser.init)(key, z, jnp.zeros((z.shape[0],)))["params"]
     frozen = {"autoencoder": ae_params, "mean": jnp.asarray(codes.mean(0)),
               "std": jnp.asarray(codes.std(0) + 1e-6)}
     return {"params": {"denoiser": denoiser, "frozen": frozen}}
@@ -147,7 +148,8 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe(name="latent_ddpm", description="DDPM in the latent space of a trained autoencoder "
            "run (--set model.autoencoder=WORKDIR)", config_cls=LatentConfig,
            default=experiment(LatentConfig(), data=DataConfig(name="mnist5k"), steps=6000),
-           build=_build, check=_check, init=_init, loss=_loss, sampler=_sampler,
+           build=_build, check=_check, init=_init, init_traced=False, loss=_loss,
+           sampler=_sampler,
            samplers=DISCRETE_SAMPLERS + SDE_SAMPLERS, check_sampling=_check_sampling,
            sample_batch=500, first_stage="autoencoder"),
 )

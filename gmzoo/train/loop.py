@@ -221,8 +221,8 @@ def init_state(run: Run) -> TrainState:
     example = next(iter(ordered_batches(run.train_source, n, n)))  # the first n, in order
     example = run.space.prepare({"image": jnp.asarray(example["image"], jnp.float32),
                                  "label": jnp.asarray(example["label"], jnp.int32)}, data_key)
-    variables = run.recipe.init(run.module, init_key, example)
-    variables = dict(variables)
+    init = functools.partial(run.recipe.init, run.module)
+    variables = dict((jax.jit(init) if run.recipe.init_traced else init)(init_key, example))
     params = variables.pop("params")
     tx, _ = optimizer_and_step(run, with_model_state=bool(variables))
     state = TrainState.create(params=params, tx=tx, key=run_key, model_state=variables)

@@ -280,7 +280,7 @@ def _recipe(name: str, description: str, model: GMMConfig, data: DataConfig,
             batch_size: int) -> Recipe:
     return Recipe(name=name, description=description, config_cls=GMMConfig,
                   default=_experiment(model, data, batch_size), build=_build, check=_check,
-                  init=_init, init_batch=0, loss=_loss, sampler=_sampler,
+                  init=_init, init_batch=0, init_traced=False, loss=_loss, sampler=_sampler,
                   likelihoods=_likelihoods, train_step=_train_step, report=_report,
                   data_kinds=("images", "points"),
                   tiny=("model.num_components=3", "model.noise_draws=2", "model.kmeans_steps=2"))

@@ -134,20 +134,21 @@ def _top_cond(nets: PriorNets, params: Any, top: jax.Array) -> jax.Array:
 
 
 def _init(nets: PriorNets, key: jax.Array, batch: dict) -> dict:
-    """The prior networks initialised; the first stage's EMA weights (and EMA codebook) copied
-    into ``params["frozen"]``."""
+    """The prior networks initialised (each init compiled); the first stage's EMA weights (and
+    EMA codebook) copied into ``params["frozen"]`` as they are (``init_traced=False``: not
+    baked into a compiled program as constants)."""
     keys = jax.random.split(key, 3)
     n = batch["image"].shape[0]
     params: dict[str, Any] = {"frozen": jax.device_get(nets.stage.params)}
     first = nets.levels[0]
-    params["top"] = first.net.init(keys[0], jnp.zeros((n, *first.event_shape)))["params"]
+    params["top"] = jax.jit(first.net.init)(keys[0], jnp.zeros((n, *first.event_shape)))["params"]
     if nets.two_level:
         bottom = nets.levels[1]
         e = bottom.net.cond_channels
         params["top_embed"] = 0.1 * jax.random.normal(keys[1], (nets.num_codes, e))
         cond = jnp.zeros((n, *bottom.event_shape[:2], e))
-        params["bottom"] = bottom.net.init(keys[2], jnp.zeros((n, *bottom.event_shape)), None,
-                                           cond=cond)["params"]
+        params["bottom"] = jax.jit(bottom.net.init)(keys[2], jnp.zeros((n, *bottom.event_shape)),
+                                                    None, cond=cond)["params"]
     return {"params": params}
 
 
@@ -240,7 +241,8 @@ RECIPES: tuple[Recipe, ...] = (
                train=TrainConfig(steps=2000, batch_size=100, log_every=100, eval_every=1000,
                                  sample_every=1000, checkpoint_every=1000),
                eval=EvalConfig(), sample=ARSampleConfig()),
-           build=_build, check=_check, init=_init, loss=_loss, sampler=_sampler,
+           build=_build, check=_check, init=_init, init_traced=False, loss=_loss,
+           sampler=_sampler,
            samplers=("cached", "naive"), check_sampling=_check_sampling,
            likelihoods=_likelihoods, sample_config=ARSampleConfig, first_stage="autoencoder",
            tiny=("model.features=8", "model.num_layers=1", "model.first_kernel=3",

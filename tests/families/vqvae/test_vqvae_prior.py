@@ -16,7 +16,7 @@ from gmzoo.config import ConfigError
 from gmzoo.data.pipeline import ordered_batches
 from gmzoo.families.vqvae import family as stage1
 from gmzoo.families.vqvae import prior
-from gmzoo.train.loop import heldout_metrics, inference_params
+from gmzoo.train.loop import heldout_metrics, inference_params, sample_images
 
 TINY_VQ = ["data.name=digits", "model.num_codes=16", "model.code_dim=4", "model.hidden=8"]
 RUN = ["train.batch_size=16", "train.steps=2", "train.eval_every=0", "train.sample_every=0",
@@ -55,9 +55,10 @@ def test_two_stage_bound_is_the_prior_nll_plus_the_decoder_term(runs):
     np.testing.assert_allclose(stage1_elbo, recon_nll + 4 * math.log(16), rtol=1e-5)
 
 
-@functools.lru_cache(maxsize=2)  # built once per level count for the tests below
-def _prior_nets(two_level: bool, m=prior.VQPriorConfig(features=8, num_layers=1, first_kernel=3,
-                                                       embedding=4, cond_channels=4)):
+@functools.lru_cache(maxsize=4)  # built once per level count and network for the tests below
+def _prior_nets(two_level: bool, net: str = "gated_pixelcnn"):
+    m = prior.VQPriorConfig(prior=net, features=8, num_layers=1, first_kernel=3, embedding=4,
+                            cond_channels=4, d_model=8, num_heads=2, mlp_ratio=2)
     cls = stage1.VQVAE2Config if two_level else stage1.VQVAEConfig
     vq = stage1._build(cls(num_codes=5, code_dim=4, hidden=8), (8, 8, 1), 2)
     vq_params = jax.jit(lambda k: stage1._init(vq, k, {"image": jnp.zeros((2, 8, 8, 1))}))(
@@ -69,9 +70,13 @@ def _prior_nets(two_level: bool, m=prior.VQPriorConfig(features=8, num_layers=1,
     return nets, init(jax.random.key(1))["params"]
 
 
+NETS = ["gated_pixelcnn", "transformer"]
+
+
+@pytest.mark.parametrize("net", NETS)
 @pytest.mark.parametrize("two_level", [False, True])
-def test_a_uniform_prior_costs_exactly_l_log_k(two_level):
-    nets, params = _prior_nets(two_level)
+def test_a_uniform_prior_costs_exactly_l_log_k(two_level, net):
+    nets, params = _prior_nets(two_level, net)
     zero = {k: (v if k == "frozen" else jax.tree.map(jnp.zeros_like, v)) for k, v in params.items()}
     codes = tuple(jax.random.randint(jax.random.key(i), (3, h, w), 0, 5)
                   for i, (h, w) in enumerate(nets.vq.code_shapes))
@@ -80,8 +85,9 @@ def test_a_uniform_prior_costs_exactly_l_log_k(two_level):
     np.testing.assert_allclose(log_prob(zero, codes), -num * math.log(5), rtol=1e-6)
 
 
-def test_vqvae2_bottom_prior_reads_the_top_codes_and_samplers_agree():
-    nets, params = _prior_nets(True)
+@pytest.mark.parametrize("net", NETS)
+def test_vqvae2_bottom_prior_reads_the_top_codes_and_samplers_agree(net):
+    nets, params = _prior_nets(True, net)
     params = jax.tree.map(lambda v: v + 0.3 * jax.random.normal(jax.random.key(2), v.shape)
                           if v.dtype == jnp.float32 else v, params)
     top = jnp.zeros((2, 2, 2), jnp.int32)
@@ -97,6 +103,22 @@ def test_vqvae2_bottom_prior_reads_the_top_codes_and_samplers_agree():
         None, nets, mean=True, sampling=prior.ARSampleConfig(sampler=sampler)),
         static_argnums=2)(params, jax.random.key(3), 3)
     np.testing.assert_array_equal(draw("cached"), draw("naive"))
+
+
+def test_a_transformer_prior_trains_samples_and_evaluates_through_the_spine(runs, tmp_path):
+    vq_dir, _, _, _ = runs
+    cfg = zoo.config("vqvae_prior", ["data.name=digits", f"model.autoencoder={vq_dir}",
+                                     "model.prior=transformer", "model.d_model=8",
+                                     "model.num_heads=2", "model.num_layers=1"] + RUN)
+    state = zoo.train(cfg, str(tmp_path), verbose=False)
+    run = zoo.setup(cfg)
+    params = inference_params(run, state)
+    assert type(run.module.levels[0].net).__name__ == "ARTransformer" and set(params) == {
+        "frozen", "top"}
+    metrics = heldout_metrics(run, params, limit=16)
+    assert np.isfinite(metrics["nll_codes"]) and metrics["nll_codes"] > 0
+    x = sample_images(run, params, 3, seed=0)
+    assert x.shape == (3, 8, 8, 1) and np.all((x >= 0) & (x <= 1))
 
 
 def test_refusals(runs):

@@ -39,10 +39,18 @@ def _xla_optimisation(request, monkeypatch):
     yield
 
 
+# Many tests evaluate a tiny run on the digits, each retraining the same deterministic feature
+# net for FD/KID in its own workdir: one directory of feature nets per test run serves them all.
+_FEATURE_ENV = "GMZOO_FEATURE_NET_DIR"
+
+
 def pytest_configure(config):
     if not hasattr(config, "workerinput") and not os.environ.get(_CACHE_ENV):
         config._gmzoo_jax_cache = tempfile.mkdtemp(prefix="gmzoo-test-jax-cache-")
         os.environ[_CACHE_ENV] = config._gmzoo_jax_cache  # xdist workers inherit it
+    if not hasattr(config, "workerinput") and not os.environ.get(_FEATURE_ENV):
+        config._gmzoo_feature_nets = tempfile.mkdtemp(prefix="gmzoo-test-feature-nets-")
+        os.environ[_FEATURE_ENV] = config._gmzoo_feature_nets
     if os.environ.get(_CACHE_ENV):
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
@@ -51,9 +59,9 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    cache = getattr(config, "_gmzoo_jax_cache", None)
-    if cache:
-        shutil.rmtree(cache, ignore_errors=True)
+    for made in ("_gmzoo_jax_cache", "_gmzoo_feature_nets"):
+        if getattr(config, made, None):
+            shutil.rmtree(getattr(config, made), ignore_errors=True)
 
 
 def _numpy_init(model, *init_args, scale: float = 1.0, seed: int = 0):
@@ -102,6 +110,7 @@ def no_compute(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("compute started before the input was validated")
     monkeypatch.setattr(loop, "init_state", boom)
+    monkeypatch.setattr(loop, "restore_target", boom)
 
 
 def _on_devices(argv: list[str], n: int, timeout: float, cwd):

@@ -4,7 +4,9 @@ Every likelihood figure is printed beside two baselines computed in the same run
 and an independent per-pixel model fitted on the training split), and every Frechet distance
 beside the distance of held-out real data to the training data, so a reader can tell a good
 number from a bad one. The classifier behind FD/KID is trained by gmzoo on the run's data set
-(cached in the workdir); the distances are called FD-<dataset>, not FID.
+(cached in the workdir, or in ``$GMZOO_FEATURE_NET_DIR`` when set: one directory shared by
+every run's evaluation, each net trained once per data set and settings, its file named by a
+hash of both); the distances are called FD-<dataset>, not FID.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from gmzoo.train.loop import (Run, Table, heldout_metrics, inference_params, loa
 # Training examples read for the baselines, the feature net and the FD reference (all of the
 # embedded sets; the first 10,000 of a large TFDS set).
 MAX_TRAIN_EXAMPLES = 10_000
+# A directory of feature nets shared by every run's evaluation (else each workdir keeps its own).
+FEATURE_NET_DIR_ENV = "GMZOO_FEATURE_NET_DIR"
 
 
 def _raw_split(source: Any, batch_size: int, limit: int) -> list[dict[str, np.ndarray]]:
@@ -126,7 +130,8 @@ def sample_quality_report(run: Run, params: Any, test01: np.ndarray, train01: np
     src = run.train_source
     raw = _raw_split(src, 1000, MAX_TRAIN_EXAMPLES)
     features, feature_params = classifier.load_or_train_feature_net(
-        cfg.data.name, os.path.join(workdir, "feature_net"),
+        cfg.data.name,
+        os.environ.get(FEATURE_NET_DIR_ENV) or os.path.join(workdir, "feature_net"),
         train_images=np.concatenate([b["image"] for b in raw]).astype(np.uint8),
         train_labels=np.concatenate([b["label"] for b in raw]),
         num_levels=int(src.num_levels), num_classes=int(src.num_classes),

@@ -213,8 +213,7 @@ def check_sampling(recipe: Recipe, config: ExperimentConfig) -> None:
         recipe.check_sampling(config.model, config.sample)
 
 
-def init_state(run: Run) -> TrainState:
-    """The initial, replicated train state (parameters from ``init`` on a prepared batch)."""
+def _initial_state(run: Run) -> TrainState:
     key = jax.random.key(run.config.train.seed)
     init_key, data_key, run_key = jax.random.split(key, 3)
     n = min(run.recipe.init_batch or run.config.train.batch_size, len(run.train_source))
@@ -225,8 +224,26 @@ def init_state(run: Run) -> TrainState:
     variables = dict((jax.jit(init) if run.recipe.init_traced else init)(init_key, example))
     params = variables.pop("params")
     tx, _ = optimizer_and_step(run, with_model_state=bool(variables))
-    state = TrainState.create(params=params, tx=tx, key=run_key, model_state=variables)
-    return parallel.put_replicated(state, run.mesh)
+    return TrainState.create(params=params, tx=tx, key=run_key, model_state=variables)
+
+
+def init_state(run: Run) -> TrainState:
+    """The initial, replicated train state (parameters from ``init`` on a prepared batch)."""
+    return parallel.put_replicated(_initial_state(run), run.mesh)
+
+
+def restore_target(run: Run) -> TrainState:
+    """What a checkpoint of ``run`` is restored into: :func:`init_state`'s shapes, dtypes and
+    replicated shardings, traced rather than computed (a restore overwrites every value, so no
+    init program is compiled or run), and a placed PRNG key of the run's key type. A recipe
+    whose ``init`` cannot be traced (``Recipe.init_traced=False``) gets :func:`init_state`."""
+    if not run.recipe.init_traced:
+        return init_state(run)
+    sharding = parallel.replicated(run.mesh)
+    shapes = jax.eval_shape(lambda: _initial_state(run))
+    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                        shapes.replace(key=None))
+    return like.replace(key=parallel.put_replicated(jax.random.key(0), run.mesh))
 
 
 def optimizer_and_step(run: Run, *, with_model_state: bool) -> tuple[Any, Callable]:
@@ -380,7 +397,7 @@ def train(config: ExperimentConfig, workdir: str, table: Table, *, resume: bool 
     from gmzoo.train import workdir as folder
 
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    state = init_state(run)
+    state = restore_target(run) if resume else init_state(run)  # resume: restored below
     batches = BatchIterator(run.train_source, tcfg.batch_size, seed=tcfg.seed,
                             process_index=jax.process_index(),
                             process_count=jax.process_count())
@@ -526,7 +543,7 @@ def load_run(workdir: str, table: Table, *, step: int | None = None,
         if key not in runs:
             config = experiment_from_dict(saved, table)
             runs[key] = setup(cfglib.override(config, overrides) if overrides else config, table)
-        return init_state(runs[key])
+        return restore_target(runs[key])
 
     with Checkpointer(ckpt_dir, read_only=True) as ckpt:
         got = ckpt.restore_newest(like, step=step, hint=folder.busy_hint(workdir))

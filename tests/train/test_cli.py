@@ -52,7 +52,9 @@ def test_image_shape_the_model_cannot_take(refused, capsys, no_compute, tmp_path
                       "--set", "model.hidden=(4,8,16)"], "do not fit model conv_vae")
 
 
-def test_train_sample_evaluate_and_no_overwrite(refused, capsys, tmp_path):
+def test_train_sample_evaluate_and_no_overwrite(refused, capsys, tmp_path, monkeypatch):
+    nets = tmp_path / "nets"  # GMZOO_FEATURE_NET_DIR: feature nets shared by every run
+    monkeypatch.setenv("GMZOO_FEATURE_NET_DIR", str(nets))
     workdir = str(tmp_path / "run")
     cli.main(["train", "vae", "--workdir", workdir, *TINY])
     out = capsys.readouterr().out
@@ -82,6 +84,23 @@ def test_train_sample_evaluate_and_no_overwrite(refused, capsys, tmp_path):
     # A bound on a 4-step model is poor but finite; the uniform baseline is exactly D ln 2.
     assert np.isfinite(lk["model"]["nll_nats"])
     assert lk["baselines"]["uniform over 2 levels"]["nats"] == pytest.approx(64 * np.log(2))
+
+    # The feature net went to the shared directory, and is read from there (or from the
+    # workdir's own feature_net/ when the variable is unset) instead of being trained again.
+    (net,) = os.listdir(nets)
+    assert net.startswith("feature_net_digits_") and not os.path.exists(
+        os.path.join(workdir, "feature_net"))
+    from gmzoo.metrics import classifier
+
+    def no_training(*a, **k):
+        raise AssertionError("the feature net was trained again")
+    monkeypatch.setattr(classifier, "train_classifier", no_training)
+    cli.main(["evaluate", "--workdir", workdir])
+    monkeypatch.delenv("GMZOO_FEATURE_NET_DIR")
+    os.makedirs(os.path.join(workdir, "feature_net"))
+    os.replace(nets / net, os.path.join(workdir, "feature_net", net))
+    cli.main(["evaluate", "--workdir", workdir])
+    assert "FD-digits reference" in capsys.readouterr().out and not os.listdir(nets)
 
 
 def test_list_names_models_and_data(capsys):

@@ -230,7 +230,9 @@ def test_a_full_tmpfs_ends_in_one_line(tmp_path, capfd):
                       *(a for kv in big for a in ("--set", kv)), "--set", "train.steps=40"])
         assert e.value.code == 1
         line = one_line(capfd.readouterr().err)
-        assert line.startswith("gmzoo: stopped: No space left on device (writing checkpoint step ")
+        # orbax fails in its background commit ("(writing checkpoint step N)") or, when the
+        # disk fills sooner, in the save call itself ("training stopped at step N"): one line
+        assert line.startswith("gmzoo: stopped: No space left on device")
         assert "the last finished checkpoint is step " in line and "--resume" in line
         done = workdir.finished_steps(ckpts)
         assert f"step {done[-1]} in {ckpts} (intact)" in line
@@ -242,7 +244,7 @@ def test_a_running_training_is_locked_and_readers_leave_it_alone(tmp_path, refus
     # Before: a second --resume / --overwrite mixed or crashed the runs; a reader's manager
     # deleted the checkpoint being written.
     wd = str(tmp_path / "live")
-    args = [*CLI, "--set", "train.steps=200", "--set", "train.keep_checkpoints=1000"]
+    args = [*CLI, "--set", "train.steps=100", "--set", "train.keep_checkpoints=1000"]
     proc = subprocess.Popen([sys.executable, "-m", "gmzoo.cli", "train", "vae", "--workdir", wd,
                              *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -269,9 +271,9 @@ def test_a_running_training_is_locked_and_readers_leave_it_alone(tmp_path, refus
     assert proc.returncode == 0, out
     assert reads > 0
     assert os.listdir(os.path.join(wd, "checkpoints")) and sorted(
-        os.listdir(os.path.join(wd, "checkpoints")), key=int) == [str(s) for s in range(2, 201, 2)]
+        os.listdir(os.path.join(wd, "checkpoints")), key=int) == [str(s) for s in range(2, 101, 2)]
     steps = [json.loads(line)["step"] for line in open(os.path.join(wd, "metrics.jsonl"))]
-    assert steps == list(range(1, 201))
+    assert steps == list(range(1, 101))
     assert workdir.holder(wd) is None  # released when it ended
 
 

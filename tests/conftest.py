@@ -40,7 +40,8 @@ def _xla_optimisation(request, monkeypatch):
 
 
 # Many tests evaluate a tiny run on the digits, each retraining the same deterministic feature
-# net for FD/KID in its own workdir: one directory of feature nets per test run serves them all.
+# net for FD/KID in its own workdir: one directory of feature nets per test run serves them all
+# (always the suite's own, removed at the end: a user's GMZOO_FEATURE_NET_DIR is not written).
 _FEATURE_ENV = "GMZOO_FEATURE_NET_DIR"
 
 
@@ -48,7 +49,7 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput") and not os.environ.get(_CACHE_ENV):
         config._gmzoo_jax_cache = tempfile.mkdtemp(prefix="gmzoo-test-jax-cache-")
         os.environ[_CACHE_ENV] = config._gmzoo_jax_cache  # xdist workers inherit it
-    if not hasattr(config, "workerinput") and not os.environ.get(_FEATURE_ENV):
+    if not hasattr(config, "workerinput"):
         config._gmzoo_feature_nets = tempfile.mkdtemp(prefix="gmzoo-test-feature-nets-")
         os.environ[_FEATURE_ENV] = config._gmzoo_feature_nets
     if os.environ.get(_CACHE_ENV):

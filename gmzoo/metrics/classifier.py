@@ -226,7 +226,11 @@ def load_or_train_feature_net(
     params = train_classifier(images01, labels, num_classes=num_classes, seed=seed, steps=steps)
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(serialization.msgpack_serialize(serialization.to_state_dict(params)))
-    os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+    try:
+        with open(tmp, "wb") as f:
+            f.write(serialization.msgpack_serialize(serialization.to_state_dict(params)))
+        os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+    finally:
+        if os.path.exists(tmp):  # a failed write (a full disk) leaves no partial file behind
+            os.remove(tmp)
     return features, params

@@ -43,7 +43,8 @@ class Recipe:
         persistent chains, a replay buffer), checkpointed and resumed to the bit.
       init_traced: ``init`` runs under ``jax.jit`` (one compiled program instead of hundreds of
         op-by-op dispatches, each its own small compile); ``False`` for an ``init`` that reads
-        concrete values on the host (a check that raises on the data), which then runs eagerly.
+        concrete values on the host (a check that raises on the data), which then runs eagerly,
+        and is also computed in full to restore a checkpoint (others are only traced for it).
       init_batch: how many training examples ``init`` sees: 0, a whole training batch
         (``train.batch_size``); the default 2 suffices for shape-only initialisation.
       loss: ``loss(model_cfg, module) -> loss_fn(params, batch, key) -> (loss, metrics)``.

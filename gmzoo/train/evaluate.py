@@ -131,7 +131,8 @@ def sample_quality_report(run: Run, params: Any, test01: np.ndarray, train01: np
     raw = _raw_split(src, 1000, MAX_TRAIN_EXAMPLES)
     features, feature_params = classifier.load_or_train_feature_net(
         cfg.data.name,
-        os.environ.get(FEATURE_NET_DIR_ENV) or os.path.join(workdir, "feature_net"),
+        os.path.abspath(os.path.expanduser(os.environ.get(FEATURE_NET_DIR_ENV) or
+                                           os.path.join(workdir, "feature_net"))),
         train_images=np.concatenate([b["image"] for b in raw]).astype(np.uint8),
         train_labels=np.concatenate([b["label"] for b in raw]),
         num_levels=int(src.num_levels), num_classes=int(src.num_classes),

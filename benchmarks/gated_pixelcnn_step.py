@@ -38,12 +38,11 @@ import argparse
 import json
 import math
 import sys
-import time
 
 import numpy as np
 
 from gan_step import time_gmzoo_step  # shared with the GAN rows (this folder is on sys.path)
-from vae_step import timed  # same timing helper (this folder is on sys.path when run as a script)
+from vae_step import time_step_calls  # same timing helper (this folder is on sys.path when run as a script)
 
 # The recipe's defaults (gmzoo.families.autoregressive.family; run_jax checks them against the
 # recipe's config), written out so that the torch process never imports jax. "small" is the
@@ -272,20 +271,7 @@ def run_torch(args, batches: np.ndarray) -> dict:
 
     out = {"params": sum(p.numel() for p in params), "version": torch.__version__,
            "threads": torch.get_num_threads()}
-    t0 = time.perf_counter()
-    loss = step(data[0], 0)
-    out["compile_s"] = time.perf_counter() - t0  # first step: compile for torch_compile
-    out["first_loss"] = float(loss)
-
-    def steps(first, n):
-        nonlocal loss
-        for i in range(first, first + n):
-            loss = step(data[(i + 1) % len(data)], i + 1)
-
-    steps(0, args.warmup)
-    out.update(timed(lambda first, n: steps(args.warmup + first, n), args.steps, args.blocks))
-    out["loss"] = float(loss)
-    return out
+    return time_step_calls(step, data, args, out)
 
 
 def check_equivalence(args, batches: np.ndarray) -> dict:

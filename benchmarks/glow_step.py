@@ -72,13 +72,12 @@ import argparse
 import json
 import math
 import sys
-import time
 
 import numpy as np
 
 from gan_step import time_gmzoo_step  # shared with the gated PixelCNN row (this folder is on sys.path)
 from gated_pixelcnn_step import level_batches  # mnist5k train as float32 levels, numpy only
-from vae_step import timed
+from vae_step import time_step_calls
 
 # The recipe's defaults (gmzoo.families.flows.family; jax_run checks them against the recipe's
 # config), written out so that the torch process never imports jax. "small": half the hidden
@@ -361,20 +360,7 @@ def run_torch(args, batches: np.ndarray) -> dict:
     step, _ = torch_step(model, loss_fn)
     out = {"params": sum(p.numel() for p in model.parameters()), "version": torch.__version__,
            "threads": torch.get_num_threads(), "torch_layout": args.torch_layout}
-    t0 = time.perf_counter()
-    loss = step(data[0], 0)
-    out["compile_s"] = time.perf_counter() - t0  # first step: compile for torch_compile
-    out["first_loss"] = float(loss)
-
-    def steps(first, n):
-        nonlocal loss
-        for i in range(first, first + n):
-            loss = step(data[(i + 1) % len(data)], i + 1)
-
-    steps(0, args.warmup)
-    out.update(timed(lambda first, n: steps(args.warmup + first, n), args.steps, args.blocks))
-    out["loss"] = float(loss)
-    return out
+    return time_step_calls(step, data, args, out)
 
 
 def copy_params(model, params: dict) -> None:

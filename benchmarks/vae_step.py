@@ -43,6 +43,27 @@ def timed(run_block, steps: int, blocks: int, sync=lambda: None) -> dict:
     return {"ms_per_step": mean, "best_ms_per_step": min(block_ms)}
 
 
+def time_step_calls(step, data, args, out: dict) -> dict:
+    """A reference twin's timing (torch, eager or compiled): the first call `step(data[0], 0)`
+    timed alone (`compile_s`: torch.compile compiles there), `args.warmup` untimed calls, then
+    `args.steps` timed ones in `args.blocks` blocks, cycling through `data`; `step(batch, t)`
+    returns the loss. Adds compile_s, first_loss, ms_per_step, best_ms_per_step, loss to `out`."""
+    t0 = time.perf_counter()
+    loss = step(data[0], 0)
+    out["compile_s"] = time.perf_counter() - t0
+    out["first_loss"] = float(loss)
+    last = [loss]
+
+    def steps(first, n):
+        for i in range(first, first + n):
+            last[0] = step(data[(i + 1) % len(data)], i + 1)
+
+    steps(0, args.warmup)
+    out.update(timed(lambda first, n: steps(args.warmup + first, n), args.steps, args.blocks))
+    out["loss"] = float(last[0])
+    return out
+
+
 def binarized_batches(batch_size: int) -> np.ndarray:
     """`[num_batches, B, 28, 28, 1]` float32 in {0, 1}: mnist5k train binarized at 128 (numpy
     only: the torch process never imports jax)."""

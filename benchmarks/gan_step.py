@@ -92,7 +92,6 @@ def run_jax(args, batches: np.ndarray) -> dict:
     from gmzoo import zoo
     from gmzoo.nn.tree import param_count
     from gmzoo.train import loop
-    from gmzoo.train.state import step_key
 
     spec = MODELS[args.model]
     config = cfglib.override(zoo.get(args.model).default(), [
@@ -126,40 +125,21 @@ def run_jax(args, batches: np.ndarray) -> dict:
            "d_params": param_count(state.params["discriminator"]), "g_out_shape": list(g_shape[1:]),
            "d_out_shape": list(d_shape[1:]), "backend": jax.default_backend(), "version": jax.__version__}
 
-    # 1. One jitted step per Python call (donated state), as a hand-written loop would do.
-    device_batches = [{"image": jax.device_put(b), "label": jax.device_put(y)} for b, y in zip(batches, labels)]
-    one_step = jax.jit(lambda s, b: step(s, b, step_key(s)), donate_argnums=0)
-    t0 = time.perf_counter()
-    state, metrics = one_step(state, device_batches[0])
-    jax.block_until_ready(state)
-    out["compile_s"] = time.perf_counter() - t0
-    out["first_d_loss"], out["first_g_loss"] = float(metrics["d_loss"]), float(metrics["g_loss"])
-
-    def steps(first, n):
-        nonlocal state, metrics
-        for i in range(first, first + n):
-            state, metrics = one_step(state, device_batches[(i + 1) % len(device_batches)])
-
-    steps(0, args.warmup)
-    jax.block_until_ready(state)
-    out.update(timed(lambda first, n: steps(args.warmup + first, n), args.steps, args.blocks,
-                     lambda: jax.block_until_ready(state)))
-    out["d_loss"], out["g_loss"] = float(metrics["d_loss"]), float(metrics["g_loss"])
-    assert bool(metrics["finite"]), "non-finite GAN step"
-
-    # 2. As `gmzoo train` runs it (the loop's compiled call of K steps).
-    if args.scan > 0:
-        out.update(time_loop_calls(run, step, batches, labels, args))
+    # One jitted step per Python call (donated state), as a hand-written loop would do, and
+    # with --scan as `gmzoo train` runs it.
+    out.update(time_gmzoo_step(run, state, step, batches, labels, args,
+                               losses=("d_loss", "g_loss")))
     return out
 
 
-def time_gmzoo_step(run, state, step, batches: np.ndarray, labels: np.ndarray, args) -> dict:
+def time_gmzoo_step(run, state, step, batches: np.ndarray, labels: np.ndarray, args, *,
+                    losses: tuple[str, ...] = ("loss",)) -> dict:
     """ms per step of the train ``step`` (``loop.optimizer_and_step``'s) from ``state``: one
     jitted step per Python call with the state donated, as a hand-written loop would run it
-    (``compile_s``, ``first_loss``, :func:`vae_step.timed`'s figures over ``args.steps`` x
-    ``args.blocks`` after ``args.warmup``, the last ``loss``), and with ``args.scan`` > 0 also
-    as `gmzoo train` runs it (:func:`time_loop_calls`). Shared by the gated PixelCNN and Glow
-    rows."""
+    (``compile_s``, ``first_<name>`` for each metric in ``losses``, :func:`vae_step.timed`'s
+    figures over ``args.steps`` x ``args.blocks`` after ``args.warmup``, the last values), and
+    with ``args.scan`` > 0 also as `gmzoo train` runs it (:func:`time_loop_calls`). Shared by
+    the GAN, gated PixelCNN and Glow rows."""
     import jax
 
     from gmzoo.train.state import step_key
@@ -172,7 +152,7 @@ def time_gmzoo_step(run, state, step, batches: np.ndarray, labels: np.ndarray, a
     state, metrics = one_step(state, device_batches[0])
     jax.block_until_ready(state)
     out["compile_s"] = time.perf_counter() - t0
-    out["first_loss"] = float(metrics["loss"])
+    out.update({f"first_{name}": float(metrics[name]) for name in losses})
 
     def steps(first, n):
         nonlocal state, metrics
@@ -183,7 +163,7 @@ def time_gmzoo_step(run, state, step, batches: np.ndarray, labels: np.ndarray, a
     jax.block_until_ready(state)
     out.update(timed(lambda first, n: steps(args.warmup + first, n), args.steps, args.blocks,
                      lambda: jax.block_until_ready(state)))
-    out["loss"] = float(metrics["loss"])
+    out.update({name: float(metrics[name]) for name in losses})
     assert bool(metrics["finite"]), "non-finite step"
     if args.scan > 0:  # as `gmzoo train` runs it (the loop's compiled call of K steps)
         out.update(time_loop_calls(run, step, batches, labels, args))
